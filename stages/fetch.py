@@ -1,0 +1,38 @@
+"""Fetch the dataset named by params `fetch` into the raw form in data/raw."""
+
+from sslflow.cli import run
+from sslflow.config import Fetch, load
+from sslflow.paths import Layout
+from sslflow.rawdata import write_raw
+from sslflow.sources import fetch
+
+
+def main() -> None:
+    cfg = load("params.yaml", "fetch", Fetch)
+    layout = Layout()
+    data = fetch(
+        cfg.source,
+        path=cfg.path,
+        dataset=cfg.dataset,
+        max_bad_files=cfg.max_bad_files,
+        image_size=cfg.image_size,
+        download_root=layout.downloads,
+    )
+    manifest = write_raw(
+        layout.raw,
+        data.images,
+        data.labels,
+        data.classes,
+        {"source": cfg.source, "inputs": data.inputs, "license": data.license, "skipped": data.skipped},
+        test_mask=data.test_mask,
+    )
+    c, h, w = manifest["shape"]
+    test = f", {manifest['test_count']} official test" if manifest["test_count"] is not None else ""
+    print(
+        f"fetch: {cfg.source} -> {layout.raw}: {manifest['count']} images {c}x{h}x{w}, "
+        f"{len(data.classes)} classes{test}, {len(data.skipped)} skipped"
+    )
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,72 @@
+"""finetune: fit the pretrained encoder ("ssl"), the same architecture from random init ("scratch") and
+logistic regression on pixels ("classical") on the same labeled budget. The test split is not read."""
+
+import functools
+import json
+
+import numpy as np
+import torch
+
+from sslflow import classical, config
+from sslflow.artifacts import load_encoder, save_classifier
+from sslflow.atomic import write_json
+from sslflow.cli import run
+from sslflow.encoders import build_encoder
+from sslflow.finetune import clone_init, predict_proba, self_train, train_classifier
+from sslflow.heads import Classifier
+from sslflow.paths import Layout
+from sslflow.runtime import resolve, seed_everything
+from sslflow.splits import data_hash, draw_budget
+from sslflow.tracking import stage_run
+
+
+def main() -> None:
+    layout = Layout()
+    base = config.load(layout.params, "base", config.Base)
+    cfg = config.load(layout.params, "finetune", config.Finetune)
+    runtime = resolve(base)
+    seed_everything(base.seed)
+
+    train_x = np.load(layout.prepared / "train_images.npy")
+    train_y = np.load(layout.prepared / "train_labels.npy")
+    pool = np.load(layout.prepared / "pool_images.npy", mmap_mode="r")
+    val_x = np.load(layout.prepared / "val_images.npy")
+    val_y = np.load(layout.prepared / "val_labels.npy")
+    num_classes = len(json.loads((layout.prepared / "classes.json").read_text()))
+    budget = draw_budget(train_y, labels_per_class=cfg.labels_per_class, label_fraction=cfg.label_fraction, seed=cfg.label_seed)
+    labeled = (train_x[budget], train_y[budget])
+
+    encoder, enc_cfg = load_encoder(layout.encoder)
+    torch.manual_seed(base.seed)
+    inits = {
+        "ssl": Classifier(encoder, enc_cfg.feature_dim, num_classes, freeze_encoder=cfg.mode == "linear"),
+        "scratch": Classifier(build_encoder(enc_cfg), enc_cfg.feature_dim, num_classes, freeze_encoder=cfg.mode == "linear"),
+    }
+    tags = {"sslflow.data_hash": data_hash(layout.prepared)}
+    with stage_run("finetune", experiment=base.experiment, params=cfg.model_dump(), upstream="pretrain", tags=tags) as tracker:
+        generator = torch.Generator().manual_seed(base.seed)
+        train = functools.partial(
+            train_classifier, augment_cfg=cfg.augment, optim=cfg.optim, encoder_lr_scale=cfg.encoder_lr_scale,
+            epochs=cfg.epochs, batch_size=cfg.batch_size, runtime=runtime, log=tracker.log, generator=generator,
+        )  # fmt: skip
+        summary = {"labeled": len(budget)}
+        for name, init in inits.items():
+            model, history = self_train(
+                clone_init(runtime.prepare(init)), labeled, pool, rounds=cfg.pseudo_label_rounds,
+                threshold=cfg.pseudo_label_threshold, weight=cfg.pseudo_label_weight,
+                pseudo_epochs=cfg.pseudo_label_epochs, train=train, runtime=runtime, log=tracker.log, prefix=name,
+            )  # fmt: skip
+            save_classifier(model, enc_cfg, num_classes, layout.finetuned, name)
+            summary[f"{name}/val_acc"] = float((predict_proba(model, val_x, runtime).argmax(1) == val_y).mean())
+            summary.update({f"{name}/round{i + 1}_{k}": v for i, h in enumerate(history) for k, v in h.items()})
+        logreg = classical.fit_logreg(*labeled, num_classes, cfg.classical_c, base.seed)
+        classical.save(logreg, layout.finetuned / "classical.npz")
+        write_json(layout.finetuned / "budget.json", {"indices": budget.tolist(), "count": len(budget)})
+        write_json(layout.reports / "finetune.json", summary)
+        tracker.log(summary, 0)
+        tracker.log_artifact(layout.finetuned, "finetuned")
+    print("finetune: " + ", ".join(f"{k}={v:.3f}" for k, v in summary.items() if "val_acc" in k))
+
+
+if __name__ == "__main__":
+    run(main)

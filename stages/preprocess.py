@@ -1,0 +1,32 @@
+"""Split data/raw into fixed train/val/test sets and the unlabelled pool in data/prepared."""
+
+from sslflow.cli import run
+from sslflow.config import Preprocess, load
+from sslflow.paths import Layout
+from sslflow.rawdata import read_raw
+from sslflow.splits import split_indices, write_prepared
+
+
+def main() -> None:
+    cfg = load("params.yaml", "preprocess", Preprocess)
+    layout = Layout()
+    raw = read_raw(layout.raw)
+    splits = split_indices(
+        raw.labels,
+        raw.classes,
+        test_fraction=cfg.test_fraction,
+        val_fraction=cfg.val_fraction,
+        seed=cfg.split_seed,
+        test_mask=raw.test_mask,
+    )
+    info = write_prepared(layout.prepared, raw.images, raw.labels, raw.classes, splits)
+    n = info["counts"]
+    test_from = "official test split" if raw.test_mask is not None else f"test_fraction={cfg.test_fraction}"
+    print(
+        f"preprocess: train {n['train']} / val {n['val']} / test {n['test']} ({test_from}), "
+        f"pool {n['pool']} -> {layout.prepared}, data_hash {info['data_hash'][:12]}"
+    )
+
+
+if __name__ == "__main__":
+    run(main)

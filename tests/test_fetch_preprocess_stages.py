@@ -16,7 +16,7 @@ GOOD_PARAMS = "fetch:\n  source: sklearn-digits\npreprocess:\n  test_fraction: 0
 
 def run_stage(stage, cwd):
     return subprocess.run(
-        [sys.executable, str(REPO / "stages" / f"{stage}.py")],
+        [sys.executable, str(REPO / "stages" / "image" / f"{stage}.py")],
         cwd=cwd,
         capture_output=True,
         text=True,

@@ -23,6 +23,7 @@ class Section(BaseModel):
 
 
 class Base(Section):
+    modality: Literal["image", "text"] = "image"  # picks stages/<modality>/ in dvc.yaml
     seed: int = 0
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"

@@ -49,7 +49,7 @@ def fit(
         wait = compute = loss_sum = 0.0
         n = 0
         t = time.perf_counter()
-        bar = tqdm(loader, desc=f"{prefix} {epoch + 1}/{epochs}", leave=False, dynamic_ncols=True)
+        bar = tqdm(loader, desc=f"{prefix} {epoch + 1}/{epochs}", leave=False, dynamic_ncols=True, disable=None)
         for batch in bar:
             t_batch = time.perf_counter()
             wait += t_batch - t

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Set up, then run the test suite (offline, CPU). Extra arguments go to pytest, e.g. -m "not slow".
+# Set up, then run every test, slow ones included (offline, CPU). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 source .venv/bin/activate
-python -m pytest "$@"
+python -m pytest -m "slow or not slow" "$@"

@@ -1,14 +1,18 @@
-"""Models saved as safetensors weights plus a JSON config, so they rebuild without params.yaml."""
+"""Models saved as safetensors weights plus a JSON config, so they rebuild without params.yaml.
+
+Weights are only ever read from safetensors, which holds tensors and nothing executable: no pickle is loaded.
+"""
 
 import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from sslflow.atomic import write_json, write_with
 from sslflow.encoders import EncoderConfig, build_encoder
 from sslflow.errors import SslflowError
+from sslflow.faults import disk_full_is_clear
 from sslflow.heads import Classifier
 
 
@@ -21,9 +25,11 @@ def _plain_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def save_module(module: torch.nn.Module, config: dict, directory: Path, name: str) -> None:
     """Write `name.safetensors` and `name.json` (the config that rebuilds the module)."""
-    state = _plain_state(module)
-    write_with(directory / f"{name}.safetensors", lambda tmp: save_file(state, str(tmp)))
-    write_json(directory / f"{name}.json", config)
+    data = save(_plain_state(module))  # bytes first, so a full disk is a plain OSError from the write below
+    path = directory / f"{name}.safetensors"
+    with disk_full_is_clear(path, f"no file in {directory} was left half-written"):
+        write_with(path, lambda tmp: tmp.write_bytes(data))
+        write_json(directory / f"{name}.json", config)
 
 
 def load_config(directory: Path, name: str) -> dict:

@@ -61,7 +61,7 @@ class Augment(Section):
 
 class Encoder(Section):
     arch: Literal["small_cnn", "resnet18"] = "small_cnn"
-    width: int = Field(32, gt=0)
+    width: int = Field(16, gt=0)
     feature_dim: int = Field(128, gt=0)
 
 
@@ -74,17 +74,26 @@ class Optim(Section):
     warmup_epochs: int = Field(0, ge=0)
 
 
+class Train(Section):
+    """How a training stage survives faults; none of it changes the trained model."""
+
+    checkpoint_every: int = Field(100, gt=0)  # steps between checkpoints in checkpoints/<stage>
+    keep_checkpoints: int = Field(2, gt=0)  # the newest K complete ones are kept
+    max_nonfinite_steps: int = Field(3, gt=0)  # consecutive NaN/inf losses (updates skipped) before stopping
+
+
 class Pretrain(Section):
     method: Literal["simclr"] = "simclr"
-    epochs: int = Field(30, gt=0)
+    epochs: int = Field(25, gt=0)
     batch_size: int = Field(256, gt=1)
     temperature: float = Field(0.2, gt=0)
     proj_dim: int = Field(64, gt=0)
     encoder: Encoder = Encoder()
-    optim: Optim = Optim()
+    optim: Optim = Optim(lr=2e-3, warmup_epochs=2)
     augment: Augment = Augment()
     knn_k: int = Field(10, gt=0)
     max_steps: int | None = Field(None, gt=0)
+    train: Train = Train()
 
 
 class Finetune(Section):
@@ -92,14 +101,14 @@ class Finetune(Section):
     labels_per_class: int | None = Field(10, gt=0)
     label_fraction: float | None = Field(None, gt=0, le=1)
     label_seed: int = 0
-    epochs: int = Field(60, gt=0)
+    epochs: int = Field(200, gt=0)
     batch_size: int = Field(64, gt=0)
-    optim: Optim = Optim(lr=1e-3, weight_decay=1e-4)
+    optim: Optim = Optim(lr=1e-2, weight_decay=1e-4)
     encoder_lr_scale: float = Field(0.1, ge=0)
-    augment: Augment = Augment(crop_scale=(0.8, 1.0), rotation=10.0, blur_p=0.0, erase_p=0.0)
+    augment: Augment = Augment(crop_scale=(0.8, 1.0), rotation=10.0, shear=5.0, brightness=0.2, contrast=0.2, blur_p=0.0, erase_p=0.0)
     pseudo_label_rounds: int = Field(0, ge=0)
     pseudo_label_epochs: int = Field(10, gt=0)
-    pseudo_label_threshold: float = Field(0.95, gt=0, le=1)
+    pseudo_label_threshold: float = Field(0.9, gt=0, le=1)
     pseudo_label_weight: float = Field(1.0, ge=0)
     classical_c: float = Field(1.0, gt=0)
 
@@ -112,6 +121,15 @@ class Finetune(Section):
 
 class Evaluate(Section):
     pr_points: int = Field(101, gt=1)
+
+
+class Registry(Section):
+    model_name: str = Field("sslflow-image", min_length=1)  # evaluate registers the ssl model here
+
+
+class Promote(Section):
+    min_delta: float = Field(0.005, ge=0)  # macro-F1 the challenger must gain over the champion
+    min_class_recall: float = Field(0.5, ge=0, le=1)  # floor for every class's recall
 
 
 def _describe(err: ValidationError, section: str) -> str:

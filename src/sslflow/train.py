@@ -1,11 +1,16 @@
 """The one training loop, shared by pretrain and finetune: they differ in model, loss and data only."""
 
+import math
 import time
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
 
 import torch
 from tqdm import tqdm
 
+from sslflow.checkpoint import Checkpoints
+from sslflow.faults import NonFiniteLoss, StopRequest, stop_on_signals
 from sslflow.runtime import Runtime
 
 Log = Callable[[dict[str, float], int], None]
@@ -24,6 +29,21 @@ def to_device(batch, runtime: Runtime):
     return batch
 
 
+@dataclass
+class Progress:
+    """Where training is, and the epoch's running sums: what a checkpoint holds besides state_dicts and RNGs."""
+
+    epoch: int = 0
+    batch: int = 0  # batches of `epoch` done
+    step: int = 0  # batches done in all
+    loss_sum: float = 0.0  # over the epoch's finite losses
+    n: int = 0
+    wait: float = 0.0
+    compute: float = 0.0
+    nonfinite: int = 0  # consecutive non-finite losses, whose updates were skipped
+    summary: dict = field(default_factory=dict)  # the last finished epoch's metrics
+
+
 def fit(
     *,
     model: torch.nn.Module,
@@ -37,52 +57,76 @@ def fit(
     on_epoch_end: Callable[[int], dict[str, float]] | None = None,
     max_steps: int | None = None,
     prefix: str = "train",
+    checkpoints: Checkpoints | None = None,
+    max_nonfinite: int = 1,
 ) -> dict[str, float]:
     """Run `epochs` epochs of `loss = step(batch)`; log step and epoch metrics under `prefix/`.
 
+    With `checkpoints` (and a loader from sampling.resumable_loader), training resumes from the latest
+    checkpoint, saves one every `checkpoints.every` steps, and on SIGTERM/SIGINT saves at the next step
+    boundary and exits 128 + signal. A non-finite loss skips its update; `max_nonfinite` in a row stop training.
     Returns the last epoch's metrics, with the time split into waiting for data and computing.
     """
-    global_step = 0
-    summary: dict[str, float] = {}
-    for epoch in range(epochs):
-        model.train()
-        wait = compute = loss_sum = 0.0
-        n = 0
-        t = time.perf_counter()
-        bar = tqdm(loader, desc=f"{prefix} {epoch + 1}/{epochs}", leave=False, dynamic_ncols=True, disable=None)
-        for batch in bar:
-            t_batch = time.perf_counter()
-            wait += t_batch - t
-            batch = to_device(batch, runtime)
-            with runtime.autocast():
-                loss = step(batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            loss_value = loss.item()  # syncs the device, so compute time below is real
-            global_step += 1
-            loss_sum += loss_value
-            n += 1
+    objects = {"model": model, "optimizer": optimizer, "scheduler": scheduler}
+    sampler = getattr(loader, "sampler", None)
+    p = Progress(**checkpoints.restore(objects)) if checkpoints else Progress()
+    last_step = max_steps if max_steps is not None else math.inf
+    with stop_on_signals() if checkpoints else nullcontext(StopRequest()) as stop:
+        while p.epoch < epochs and p.step < last_step:
+            model.train()
+            if hasattr(sampler, "set_epoch"):  # the epoch's order; on a resume, without the batches already done
+                sampler.set_epoch(p.epoch, p.batch * loader.batch_size)
             t = time.perf_counter()
-            compute += t - t_batch
-            log({f"{prefix}/loss": loss_value, f"{prefix}/lr": scheduler.get_last_lr()[0]}, global_step)
-            bar.set_postfix(loss=f"{loss_value:.3f}")
-            if max_steps is not None and global_step >= max_steps:
-                break
-        summary = {
-            f"{prefix}/epoch_loss": loss_sum / max(n, 1),
-            f"{prefix}/data_wait_s": wait,
-            f"{prefix}/compute_s": compute,
-            f"{prefix}/samples_per_s": n * _batch_size(batch) / max(wait + compute, 1e-9),
-        }
-        if on_epoch_end is not None:
-            summary.update(on_epoch_end(epoch))
-        log(summary, global_step)
-        tqdm.write(f"{prefix} epoch {epoch + 1}/{epochs} " + " ".join(f"{k.split('/')[-1]}={v:.4g}" for k, v in summary.items()))
-        if max_steps is not None and global_step >= max_steps:
-            break
-    return summary
+            desc = f"{prefix} {p.epoch + 1}/{epochs}"
+            bar = tqdm(loader, desc=desc, initial=p.batch, leave=False, dynamic_ncols=True, disable=None)
+            for batch in bar:
+                t_batch = time.perf_counter()
+                p.wait += t_batch - t
+                batch = to_device(batch, runtime)
+                with runtime.autocast():
+                    loss = step(batch)
+                loss_value = loss.item()  # syncs the device, so compute time below is real
+                p.step, p.batch = p.step + 1, p.batch + 1
+                if math.isfinite(loss_value):
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    p.loss_sum, p.n, p.nonfinite = p.loss_sum + loss_value, p.n + 1, 0
+                else:
+                    p.nonfinite += 1
+                    if p.nonfinite >= max_nonfinite:
+                        raise _nonfinite(p, loss_value, prefix, checkpoints)
+                scheduler.step()
+                t = time.perf_counter()
+                p.compute += t - t_batch
+                log({f"{prefix}/loss": loss_value, f"{prefix}/lr": scheduler.get_last_lr()[0]}, p.step)
+                bar.set_postfix(loss=f"{loss_value:.3f}")
+                if p.batch == len(loader) or p.step >= last_step:
+                    break
+                if checkpoints:
+                    checkpoints.at_boundary(objects, asdict(p), stop.signum)
+            summary = {
+                f"{prefix}/epoch_loss": p.loss_sum / max(p.n, 1),
+                f"{prefix}/data_wait_s": p.wait,
+                f"{prefix}/compute_s": p.compute,
+                f"{prefix}/samples_per_s": p.batch * _batch_size(batch) / max(p.wait + p.compute, 1e-9),
+            }
+            if on_epoch_end is not None:
+                summary.update(on_epoch_end(p.epoch))
+            log(summary, p.step)
+            tqdm.write(f"{prefix} epoch {p.epoch + 1}/{epochs} " + " ".join(f"{k.split('/')[-1]}={v:.4g}" for k, v in summary.items()))
+            p = Progress(epoch=p.epoch + 1, step=p.step, summary=summary)
+            if checkpoints:  # a checkpoint at the end of an epoch resumes at the start of the next
+                checkpoints.at_boundary(objects, asdict(p), stop.signum)
+    return p.summary
+
+
+def _nonfinite(p: Progress, loss_value: float, prefix: str, checkpoints: Checkpoints | None) -> NonFiniteLoss:
+    kept = checkpoints.latest.payload if checkpoints and checkpoints.latest else None
+    return NonFiniteLoss(
+        f"{prefix}/loss was {loss_value} for {p.nonfinite} consecutive step(s), the last at step {p.step} "
+        f"(epoch {p.epoch + 1}): training stopped" + (f"; the last good checkpoint is {kept}" if kept else "")
+    )
 
 
 def _batch_size(batch) -> int:

@@ -9,16 +9,19 @@ from sslflow.artifacts import load_classifier
 from sslflow.cli import run
 from sslflow.finetune import predict_proba
 from sslflow.paths import Layout
+from sslflow.promotion import evidence_tags
 from sslflow.report import write_all
 from sslflow.runtime import resolve
 from sslflow.splits import data_hash
-from sslflow.tracking import log_image_classifier, stage_run
+from sslflow.tracking import git_commit, log_image_classifier, stage_run
+from sslflow.tracking.registry import CHALLENGER, ModelRegistry
 
 
 def main() -> None:
     layout = Layout()
     base = config.load(layout.params, "base", config.Base)
     cfg = config.load(layout.params, "evaluate", config.Evaluate)
+    reg = config.load(layout.params, "registry", config.Registry)
     runtime = resolve(base)
 
     test_x = np.load(layout.prepared / "test_images.npy")
@@ -27,18 +30,25 @@ def main() -> None:
     probas = {name: predict_proba(load_classifier(layout.finetuned, name), test_x, runtime) for name in ("ssl", "scratch")}
     probas["classical"] = classical.predict_proba(classical.load(layout.finetuned / "classical.npz"), test_x)
 
-    tags = {"sslflow.data_hash": data_hash(layout.prepared)}
+    test_hash = data_hash(layout.prepared)
+    tags = {"sslflow.data_hash": test_hash}
     with stage_run("evaluate", experiment=base.experiment, params=cfg.model_dump(), upstream="finetune", tags=tags) as tracker:
         metrics = write_all(test_y, probas, classes, layout.reports, cfg.pr_points)
         tracker.log({f"{group}/{k}": v for group, m in metrics.items() for k, v in m.items()}, 0)
         for sub in ("classification", "plots", "figures"):
             tracker.log_artifact(layout.reports / sub, sub)
         tracker.log_artifact(layout.reports / "classification.md")
-        log_image_classifier(layout.finetuned, "ssl", layout.prepared / "classes.json", test_x[:2])
+        model_uri = log_image_classifier(layout.finetuned, "ssl", layout.prepared / "classes.json", test_x[:2])
+        evidence = evidence_tags(
+            macro_f1=metrics["ssl"]["macro_f1"], min_class_recall=metrics["ssl"]["min_class_recall"],
+            data_hash=test_hash, run_id=tracker.run_id, git_commit=git_commit(),
+        )  # fmt: skip
+        version = ModelRegistry(reg.model_name).register_challenger(model_uri, evidence)
     lift = metrics["lift"]
     print(
         "evaluate: macro-F1 " + ", ".join(f"{n}={metrics[n]['macro_f1']:.3f}" for n in probas)
         + f"; lift vs scratch {lift['ssl_minus_scratch']:+.3f}, vs classical {lift['ssl_minus_classical']:+.3f}"
+        + f"; ssl registered as {reg.model_name} version {version} ({CHALLENGER})"
     )
 
 

@@ -4,6 +4,7 @@ from sslflow.cli import run
 from sslflow.config import Fetch, load
 from sslflow.paths import Layout
 from sslflow.rawdata import write_raw
+from sslflow.safepaths import param_dir
 from sslflow.sources import fetch
 
 
@@ -12,7 +13,7 @@ def main() -> None:
     layout = Layout()
     data = fetch(
         cfg.source,
-        path=cfg.path,
+        path=None if cfg.path is None else str(param_dir(cfg.path, "fetch.path", layout.root.resolve())),
         dataset=cfg.dataset,
         max_bad_files=cfg.max_bad_files,
         image_size=cfg.image_size,

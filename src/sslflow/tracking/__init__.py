@@ -7,15 +7,22 @@ The store defaults to sqlite `mlflow.db` at the project root, by absolute URI, s
 
 import json
 import os
+import socket
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlparse
 
-from sslflow.atomic import write_json
+from sslflow.atomic import write_json, write_text
+from sslflow.errors import SslflowError
+from sslflow.faults import Interrupted
+from sslflow.paths import Layout
 
 LINEAGE_DIR = "lineage"
+PROBE_TIMEOUT_S = 5
 
 
 def project_root(cwd: Path | None = None) -> Path:
@@ -58,41 +65,129 @@ def read_lineage(stage: str) -> dict:
 
 
 class StageRun:
-    """One MLflow run per stage execution; `log(metrics, step)` is what training code receives."""
+    """One stage execution; `log(metrics, step)` is what training code receives.
 
-    def __init__(self, mlflow_module, run):
+    Metrics always go to `metrics_path` (JSON lines), and to MLflow while it answers: if the tracking server
+    cannot be reached, or stops answering, there is one warning and the stage goes on with the local file
+    only. `run_id` is None when the run never reached MLflow.
+    """
+
+    def __init__(self, mlflow_module, run_id: str | None, metrics_path: Path):
         self._mlflow = mlflow_module
-        self.run_id = run.info.run_id
+        self.run_id = run_id
+        self.metrics_path = metrics_path
+        self.online = run_id is not None
+
+    def _call(self, method: str, *args, **kwargs) -> None:
+        if not self.online:
+            return
+        try:
+            getattr(self._mlflow, method)(*args, **kwargs)
+        except Exception as err:  # any tracking failure must cost the stage nothing but MLflow's copy
+            _warn_offline(err, self.metrics_path)
+            self.online = False
 
     def log(self, metrics: dict[str, float], step: int) -> None:
-        self._mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+        metrics = {k: float(v) for k, v in metrics.items()}
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps({"step": step, **metrics}) + "\n")
+        self._call("log_metrics", metrics, step=step)
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         if Path(path).is_dir():
-            self._mlflow.log_artifacts(str(path), artifact_path)
+            self._call("log_artifacts", str(path), artifact_path)
         else:
-            self._mlflow.log_artifact(str(path), artifact_path)
+            self._call("log_artifact", str(path), artifact_path)
 
     def set_tags(self, tags: dict[str, str]) -> None:
-        self._mlflow.set_tags(tags)
+        self._call("set_tags", tags)
+
+    def end(self, status: str) -> None:
+        if self.run_id is None:
+            return
+        try:  # also after going offline: end_run pops MLflow's active run, so its exit hook does not retry
+            self._mlflow.end_run(status)
+        except Exception as err:
+            if self.online:
+                _warn_offline(err, self.metrics_path)
+
+
+def _warn_offline(err: BaseException, metrics_path: Path) -> None:
+    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    print(
+        f"warning: MLflow tracking at {tracking_uri()} is unreachable ({reason[:200]}); "
+        f"metrics go to {metrics_path} only, and the run is not recorded in MLflow from here on",
+        file=sys.stderr,
+    )
+
+
+def _probe(uri: str) -> None:
+    """Fail within seconds if nothing listens at an http(s) tracking URI, instead of after MLflow's retries."""
+    url = urlparse(uri)
+    if url.scheme in ("http", "https"):
+        port = url.port or (443 if url.scheme == "https" else 80)
+        socket.create_connection((url.hostname, port), timeout=PROBE_TIMEOUT_S).close()
+
+
+def _keep_metrics(path: Path, until_step: int | None) -> None:
+    """Start the local metrics file: empty, or on a resume its records up to the checkpoint's step, so that
+    it reads like one uninterrupted run."""
+    lines = path.read_text().splitlines() if until_step is not None and path.is_file() else []
+    kept = [line for line in lines if (step := _step_of(line)) is not None and step <= until_step]
+    write_text(path, "".join(f"{line}\n" for line in kept))
+
+
+def _step_of(line: str) -> int | None:
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):  # a line cut short by a kill
+        return None
+
+
+def _open_run(mlflow, stage: str, experiment: str, params: dict, tags: dict, resume_run_id: str | None):
+    uri = tracking_uri()
+    _probe(uri)
+    mlflow.set_tracking_uri(uri)
+    if mlflow.get_experiment_by_name(experiment) is None:
+        mlflow.create_experiment(experiment, artifact_location=(project_root() / "mlartifacts").as_uri())
+    mlflow.set_experiment(experiment)
+    run = None
+    if resume_run_id:
+        try:
+            run = mlflow.start_run(run_id=resume_run_id, tags=tags)
+        except mlflow.exceptions.MlflowException as err:  # the run was deleted, or lived in another store
+            print(f"note: cannot continue MLflow run {resume_run_id} ({err}); starting a new run linked to it", file=sys.stderr)
+            tags = {**tags, "sslflow.resumed_from_run_id": resume_run_id}
+    run = run or mlflow.start_run(run_name=stage, tags=tags)
+    # A resumed run keeps the params it was started with: MLflow refuses to change a logged value.
+    logged = mlflow.get_run(run.info.run_id).data.params if resume_run_id else {}
+    mlflow.log_params({k: v for k, v in flatten(params, f"{stage}.").items() if k not in logged})
+    return run
 
 
 @contextmanager
 def stage_run(
-    stage: str, *, experiment: str, params: dict, upstream: str | None, tags: dict[str, str] | None = None
+    stage: str,
+    *,
+    experiment: str,
+    params: dict,
+    upstream: str | None,
+    tags: dict[str, str] | None = None,
+    resume_run_id: str | None = None,
+    resume_step: int | None = None,
 ) -> Iterator[StageRun]:
     """Open the stage's run; tag it with the git commit, the pipeline lineage and `tags` (e.g. data hashes).
 
     `upstream` names the stage whose lineage this run continues (None starts a new pipeline id). The run id
-    and pipeline id are written to `lineage/<stage>.json` for the stages downstream.
+    and pipeline id are written to `lineage/<stage>.json` for the stages downstream. A stage resuming from a
+    checkpoint passes its step and the run id recorded with it: the MLflow run continues (or a new one links
+    to it) and `reports/<stage>_metrics.jsonl` keeps the records up to that step. The run ends FINISHED,
+    KILLED (stop signal) or FAILED (any other exception).
     """
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri())
-    root = project_root()
-    if mlflow.get_experiment_by_name(experiment) is None:
-        mlflow.create_experiment(experiment, artifact_location=(root / "mlartifacts").as_uri())
-    mlflow.set_experiment(experiment)
+    metrics_path = Layout().reports / f"{stage}_metrics.jsonl"
+    _keep_metrics(metrics_path, resume_step)
     parent = read_lineage(upstream) if upstream else {}
     pipeline_id = parent.get("pipeline_id") or uuid.uuid4().hex[:12]
     all_tags = {
@@ -100,35 +195,135 @@ def stage_run(
         "sslflow.pipeline_id": pipeline_id,
         "sslflow.upstream_run_id": parent.get("run_id", ""),
         "mlflow.source.git.commit": git_commit(),
+        **({"sslflow.resumed_at_step": str(resume_step)} if resume_step is not None else {}),
         **(tags or {}),
     }
-    with mlflow.start_run(run_name=stage, tags=all_tags) as run:
-        mlflow.log_params(flatten(params, f"{stage}."))
-        write_json(Path(LINEAGE_DIR) / f"{stage}.json", {"run_id": run.info.run_id, "pipeline_id": pipeline_id})
-        yield StageRun(mlflow, run)
+    try:
+        run_id = _open_run(mlflow, stage, experiment, params, all_tags, resume_run_id).info.run_id
+    except Exception as err:  # server down, refused, or a broken store: train anyway, locally
+        _warn_offline(err, metrics_path)
+        run_id = None
+    write_json(Path(LINEAGE_DIR) / f"{stage}.json", {"run_id": run_id or "", "pipeline_id": pipeline_id})
+    run = StageRun(mlflow, run_id, metrics_path)
+    try:
+        yield run
+    except (Interrupted, KeyboardInterrupt):
+        run.end("KILLED")
+        raise
+    except BaseException:
+        run.end("FAILED")
+        raise
+    run.end("FINISHED")
+
+
+# What the logged model needs besides its code (sslflow travels with it as code_paths).
+SERVING_REQUIREMENTS = ("mlflow", "torch", "torchvision", "safetensors", "numpy", "pandas", "pydantic", "pyyaml")
 
 
 def log_image_classifier(model_dir: Path, name: str, classes_path: Path, example: "np.ndarray") -> str:
-    """Log `model_dir/name.{safetensors,json}` as the pyfunc in tracking/pyfunc.py; returns the model URI."""
+    """Log `model_dir/name.{safetensors,json}` as the pyfunc in tracking/pyfunc.py; returns the model URI.
+
+    `example`: uint8 (n, C, H, W) test images; it fixes the input schema (any N, this C, H, W).
+    """
+    from importlib.metadata import version
+
     import mlflow
     import numpy as np
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema, TensorSpec
 
-    classes = json.loads(Path(classes_path).read_text())
+    if mlflow.active_run() is None:  # fail closed: no model is logged, so none can be registered or promoted
+        raise SslflowError(
+            f"cannot log the {name} model: no MLflow run is open (tracking at {tracking_uri()} was unreachable); "
+            "the local reports are written: rerun this stage once the server answers"
+        )
+
+    import sslflow
+
+    if example.dtype != np.uint8 or example.ndim != 4 or len(example) == 0:
+        raise SslflowError(f"the input example must be uint8 (n, C, H, W) images, got {example.dtype} {example.shape}")
+    artifacts = {
+        "weights": model_dir / f"{name}.safetensors",
+        "config": model_dir / f"{name}.json",
+        "classes": Path(classes_path),
+    }
+    for path in artifacts.values():
+        if not path.is_file():
+            raise SslflowError(f"cannot log the model: {path} not found")
+    classes = json.loads(artifacts["classes"].read_text())
+    shape = list(example.shape[1:])
     signature = ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, *example.shape[1:]))]),
+        inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, *shape))]),
         outputs=Schema([ColSpec("string", "label"), *[ColSpec("double", f"proba_{c}") for c in classes]]),
     )
     info = mlflow.pyfunc.log_model(
         name="model",
         python_model=str(Path(__file__).with_name("pyfunc.py")),
-        artifacts={
-            "weights": str(model_dir / f"{name}.safetensors"),
-            "config": str(model_dir / f"{name}.json"),
-            "classes": str(classes_path),
-        },
+        artifacts={key: str(path) for key, path in artifacts.items()},
+        code_paths=[str(Path(sslflow.__file__).parent)],
+        pip_requirements=[f"{dist}=={version(dist)}" for dist in SERVING_REQUIREMENTS],
         signature=signature,
         input_example=example,
+        metadata={
+            "input": f"uint8 images (N, {', '.join(map(str, shape))}) as in training, pixel values 0-255",
+            "output": "label: the class name; proba_<class>: its probability, one column per class",
+            "classes": classes,
+        },
+    )
+    return info.model_uri
+
+
+TEXT_SERVING_REQUIREMENTS = ("mlflow", "torch", "transformers", "tokenizers", "safetensors", "numpy", "pandas", "pydantic", "pyyaml")
+
+
+def log_text_classifier(model_dir: Path, name: str, task: str, example: list[str]) -> str:
+    """Log `model_dir/name.{safetensors,json}` with the tokenizer, encoding settings and class (or tag) names
+    beside it in `model_dir` as the pyfunc in tracking/text_pyfunc.py; returns the model URI.
+
+    `example`: a few raw test strings; the input is a column `text` of strings.
+    """
+    from importlib.metadata import version
+
+    import mlflow
+    import pandas as pd
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+    from mlflow.types.schema import Array, Object, Property
+
+    if mlflow.active_run() is None:  # fail closed, as log_image_classifier does
+        raise SslflowError(
+            f"cannot log the {name} model: no MLflow run is open (tracking at {tracking_uri()} was unreachable); "
+            "the local reports are written: rerun this stage once the server answers"
+        )
+
+    import sslflow
+
+    artifacts = {
+        "weights": model_dir / f"{name}.safetensors",
+        "config": model_dir / f"{name}.json",
+        "tokenizer": model_dir / "tokenizer.json",
+        "encoding": model_dir / "encoding.json",
+        "classes": model_dir / "classes.json",
+    }
+    for path in artifacts.values():
+        if not path.is_file():
+            raise SslflowError(f"cannot log the model: {path} not found")
+    classes = json.loads(artifacts["classes"].read_text())
+    if task == "token-classification":
+        span = Object([Property("text", "string"), Property("type", "string"), Property("start", "long"), Property("end", "long")])
+        outputs = Schema([ColSpec(Array(span), "entities")])
+        output = "entities: per string, a list of {text, type, start, end} with character offsets (end exclusive)"
+    else:
+        outputs = Schema([ColSpec("string", "label"), *[ColSpec("double", f"proba_{c}") for c in classes]])
+        output = "label: the class name; proba_<class>: its probability, one column per class"
+    info = mlflow.pyfunc.log_model(
+        name="model",
+        python_model=str(Path(__file__).with_name("text_pyfunc.py")),
+        artifacts={key: str(path) for key, path in artifacts.items()},
+        code_paths=[str(Path(sslflow.__file__).parent)],
+        pip_requirements=[f"{dist}=={version(dist)}" for dist in TEXT_SERVING_REQUIREMENTS],
+        signature=ModelSignature(inputs=Schema([ColSpec("string", "text")]), outputs=outputs),
+        input_example=pd.DataFrame({"text": example}),
+        metadata={"task": task, "input": "text: raw strings", "output": output, "classes": classes},
     )
     return info.model_uri

@@ -1,0 +1,71 @@
+"""Faults a training run must survive or report clearly: stop signals, non-finite losses, a full disk."""
+
+import errno
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from sslflow.errors import SslflowError
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+
+
+class Interrupted(SystemExit):
+    """Raised at a step boundary once the checkpoint is saved; the process exits 128 + the signal number
+    (143 for SIGTERM, 130 for SIGINT), as a shell reports a process killed by that signal."""
+
+    def __init__(self, signum: int):
+        super().__init__(128 + signum)
+        self.signum = signum
+
+
+class NonFiniteLoss(SslflowError):
+    """The loss stayed NaN or infinite for the allowed number of consecutive steps."""
+
+
+class DiskFull(SslflowError):
+    """A write ran out of space; the file it would have replaced is untouched."""
+
+
+@dataclass
+class StopRequest:
+    signum: int | None = None  # the stop signal received, if any
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[StopRequest]:
+    """While the block runs, SIGTERM and SIGINT only set `request.signum`, so the training loop can save at
+    the next step boundary; a second signal of the same kind stops the process at once."""
+    request = StopRequest()
+    if threading.current_thread() is not threading.main_thread():  # signal handlers live in the main thread
+        yield request
+        return
+
+    def handle(signum, frame):
+        request.signum = signum
+        signal.signal(signum, signal.SIG_DFL)
+        name = signal.Signals(signum).name
+        print(f"\n{name}: saving a checkpoint at the next step boundary (send {name} again to stop now)", file=sys.stderr)
+
+    previous = {s: signal.signal(s, handle) for s in STOP_SIGNALS}
+    try:
+        yield request
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+@contextmanager
+def disk_full_is_clear(path: Path, kept: str) -> Iterator[None]:
+    """Turn ENOSPC/EDQUOT while writing `path` into one DiskFull line that says what was kept (`kept`)."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in DISK_FULL:
+            raise
+        raise DiskFull(f"no space left on the device while writing {path}; {kept}. Free space and rerun") from None

@@ -1,0 +1,93 @@
+"""Typed view of the `text` group of params.yaml (the text track), validated once at the stage boundary.
+
+Like sslflow.config: unknown keys fail, types are not coerced, each default lives here only.
+"""
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from sslflow.config import Optim, Section
+
+
+class TextFetch(Section):
+    source: Literal["bbc-news", "csv", "jsonl", "conll", "hf"] = "bbc-news"
+    path: str | None = None  # csv / jsonl / conll file
+    text_column: str = "text"  # csv / jsonl / hf: the document, or (token-classification) the token list
+    label_column: str = "label"  # csv / jsonl / hf: the document label, or the tag list
+    token_index: int = 0  # conll: column of the token
+    tag_index: int = -1  # conll: column of the IOB tag
+    dataset: str | None = None  # hf: dataset name for datasets.load_dataset
+    subset: str | None = None  # hf: its configuration name
+    split: str = "train"  # hf: which split to read
+
+
+class TextPreprocess(Section):
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    split_seed: int = 0
+    vocab_size: int = Field(8000, ge=100)
+    min_frequency: int = Field(2, ge=1)
+    lowercase: bool = False
+    max_length: int = Field(128, ge=8)  # tokens per sequence, [CLS] and [SEP] included
+    stride: int = Field(32, ge=0)  # tokens shared by consecutive chunks of one long text
+
+    @model_validator(mode="after")
+    def _stride_fits(self):
+        if self.stride >= self.max_length - 2:
+            raise ValueError("stride must be smaller than max_length - 2")
+        return self
+
+
+class BertSize(Section):
+    hidden_size: int = Field(128, gt=0)
+    layers: int = Field(2, gt=0)
+    heads: int = Field(2, gt=0)
+    intermediate_size: int = Field(512, gt=0)
+    dropout: float = Field(0.1, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _heads_divide(self):
+        if self.hidden_size % self.heads:
+            raise ValueError("hidden_size must be a multiple of heads")
+        return self
+
+
+class TextPretrain(Section):
+    method: Literal["mlm"] = "mlm"
+    epochs: int = Field(8, gt=0)
+    batch_size: int = Field(32, gt=1)
+    max_steps: int | None = Field(None, gt=0)
+    mlm_probability: float = Field(0.15, gt=0, lt=1)
+    model: BertSize = BertSize()
+    optim: Optim = Optim(lr=1e-3, weight_decay=0.01, warmup_epochs=1)
+
+
+class TextFinetune(Section):
+    labels_per_class: int | None = Field(10, gt=0)  # token-classification: labeled sentences
+    label_fraction: float | None = Field(None, gt=0, le=1)
+    label_seed: int = 0
+    epochs: int = Field(30, gt=0)
+    batch_size: int = Field(16, gt=0)
+    optim: Optim = Optim(lr=1e-3, weight_decay=0.01)
+    encoder_lr_scale: float = Field(0.3, ge=0)
+    classical_c: float = Field(10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_budget(self):
+        if (self.labels_per_class is None) == (self.label_fraction is None):
+            raise ValueError("set exactly one of labels_per_class and label_fraction (the other to null)")
+        return self
+
+
+class TextEvaluate(Section):
+    pr_points: int = Field(101, gt=1)
+
+
+class Text(Section):
+    task: Literal["text-classification", "token-classification"] = "text-classification"
+    fetch: TextFetch = TextFetch()
+    preprocess: TextPreprocess = TextPreprocess()
+    pretrain: TextPretrain = TextPretrain()
+    finetune: TextFinetune = TextFinetune()
+    evaluate: TextEvaluate = TextEvaluate()

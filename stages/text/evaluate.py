@@ -1,0 +1,57 @@
+"""evaluate: score ssl, scratch and the classical baseline on the test split; write reports, DVC metrics
+and plots; log the ssl model with its tokenizer (it predicts from raw strings) and register it."""
+
+from sslflow.cli import run
+from sslflow.config import Base, Registry, load
+from sslflow.paths import Layout
+from sslflow.promotion import evidence_tags
+from sslflow.runtime import resolve
+from sslflow.splits import data_hash
+from sslflow.text import baselines
+from sslflow.text.config import Text
+from sslflow.text.corpus import read_json, read_jsonl
+from sslflow.text.models import load_classifier
+from sslflow.text.tasks import TASKS
+from sslflow.text.tokenizer import load_tokenizer
+from sslflow.tracking import git_commit, log_text_classifier, stage_run
+from sslflow.tracking.registry import CHALLENGER, ModelRegistry
+
+
+def main() -> None:
+    layout = Layout()
+    base = load(layout.params, "base", Base)
+    text = load(layout.params, "text", Text)
+    reg = load(layout.params, "registry", Registry)
+    cfg, task = text.evaluate, TASKS[text.task]
+    runtime = resolve(base)
+
+    test = read_jsonl(layout.prepared / "test.jsonl")
+    classes = read_json(layout.prepared / "classes.json")
+    tokenizer = load_tokenizer(layout.finetuned / "tokenizer.json")
+    encoding = read_json(layout.finetuned / "encoding.json")
+    probas = {n: task.predict(load_classifier(layout.finetuned, n), tokenizer, test, encoding, runtime) for n in ("ssl", "scratch")}
+    probas["classical"] = task.predict_classical(baselines.load(layout.finetuned / "classical.npz"), test)
+
+    test_hash = data_hash(layout.prepared)
+    with stage_run("evaluate", experiment=base.experiment, params=cfg.model_dump(), upstream="finetune", tags={"sslflow.data_hash": test_hash}) as tracker:
+        metrics = task.write_reports(test, probas, classes, layout.reports, cfg.pr_points)
+        tracker.log({f"{group}/{k}": v for group, m in metrics.items() for k, v in m.items()}, 0)
+        for sub in ("classification", "plots", "figures"):
+            tracker.log_artifact(layout.reports / sub, sub)
+        tracker.log_artifact(layout.reports / "classification.md")
+        model_uri = log_text_classifier(layout.finetuned, "ssl", task.name, task.raw_inputs(test[:2]))
+        evidence = evidence_tags(
+            macro_f1=metrics["ssl"]["macro_f1"], min_class_recall=metrics["ssl"]["min_class_recall"],
+            data_hash=test_hash, run_id=tracker.run_id, git_commit=git_commit(),
+        )  # fmt: skip
+        version = ModelRegistry(reg.model_name).register_challenger(model_uri, evidence)
+    score = "macro_f1" if task.name == "text-classification" else "entity_f1"
+    print(
+        f"evaluate: {score} " + ", ".join(f"{n}={metrics[n][score]:.3f}" for n in probas)
+        + f"; lift vs scratch {metrics['lift']['ssl_minus_scratch']:+.3f}, vs classical {metrics['lift']['ssl_minus_classical']:+.3f}"
+        + f"; ssl registered as {reg.model_name} version {version} ({CHALLENGER})"
+    )
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,29 @@
+"""Fetch the text source named by params `text.fetch` into data/raw (documents or tagged sentences)."""
+
+from sslflow.cli import run
+from sslflow.config import load
+from sslflow.paths import Layout
+from sslflow.text.config import Text
+from sslflow.text.corpus import write_raw_text
+from sslflow.text.sources import fetch_text
+
+
+def main() -> None:
+    layout = Layout()
+    text = load(layout.params, "text", Text)
+    cfg = text.fetch
+    data = fetch_text(
+        cfg.source, text.task, path=cfg.path, text_column=cfg.text_column, label_column=cfg.label_column,
+        token_index=cfg.token_index, tag_index=cfg.tag_index, dataset=cfg.dataset, subset=cfg.subset, split=cfg.split,
+    )  # fmt: skip
+    manifest = write_raw_text(
+        layout.raw, data.examples, data.classes,
+        {"source": cfg.source, "task": text.task, "inputs": data.inputs, "license": data.license,
+         "scheme": data.scheme, "recoded": list(data.recoded)},
+    )  # fmt: skip
+    kind = "documents" if text.task == "text-classification" else f"sentences ({data.scheme} read as IOB2)"
+    print(f"fetch: {cfg.source} -> {layout.raw}: {manifest['count']} {kind}, {len(data.classes)} classes/tags")
+
+
+if __name__ == "__main__":
+    run(main)

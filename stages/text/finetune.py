@@ -1,0 +1,74 @@
+"""finetune: fit the MLM-pretrained encoder ("ssl"), the same architecture from random init ("scratch")
+and a classical baseline on the same labeled budget, drawn here from the train split. The test split is
+not read."""
+
+import hashlib
+import shutil
+
+import torch
+
+from sslflow.atomic import write_json
+from sslflow.cli import run
+from sslflow.config import Base, load
+from sslflow.paths import Layout
+from sslflow.runtime import resolve, seed_everything
+from sslflow.splits import data_hash, draw_budget
+from sslflow.text import baselines
+from sslflow.text.config import Text
+from sslflow.text.corpus import read_json, read_jsonl
+from sslflow.text.finetune import train
+from sslflow.text.models import build_bert, load_encoder, save_classifier
+from sslflow.text.tasks import TASKS
+from sslflow.text.tokenizer import load_tokenizer
+from sslflow.tracking import stage_run
+
+SELF_DESCRIBING = ("tokenizer.json", "encoding.json", "classes.json")  # copied next to the models
+
+
+def main() -> None:
+    layout = Layout()
+    base = load(layout.params, "base", Base)
+    text = load(layout.params, "text", Text)
+    cfg, task = text.finetune, TASKS[text.task]
+    runtime = resolve(base)
+    seed_everything(base.seed)
+
+    tokenizer = load_tokenizer(layout.prepared / "tokenizer.json")
+    encoding = read_json(layout.prepared / "encoding.json")
+    classes = read_json(layout.prepared / "classes.json")
+    train_set, val_set = read_jsonl(layout.prepared / "train.jsonl"), read_jsonl(layout.prepared / "val.jsonl")
+    budget = draw_budget(task.budget_labels(train_set), labels_per_class=cfg.labels_per_class,
+                         label_fraction=cfg.label_fraction, seed=cfg.label_seed, classes=task.budget_classes(classes))  # fmt: skip
+    labeled = [train_set[i] for i in budget]
+    arrays = task.training_arrays(tokenizer, labeled, classes, encoding)
+
+    encoder, bert = load_encoder(layout.encoder, hashlib.sha256((layout.prepared / "tokenizer.json").read_bytes()).hexdigest())
+    torch.manual_seed(base.seed)
+    inits = {"ssl": task.head(encoder, len(classes)), "scratch": task.head(build_bert(bert), len(classes))}
+    tags = {"sslflow.data_hash": data_hash(layout.prepared)}
+    with stage_run("finetune", experiment=base.experiment, params=cfg.model_dump(), upstream="pretrain", tags=tags) as tracker:
+        summary = {"labeled": len(budget)}
+        for name, init in inits.items():
+            model = train(
+                runtime.prepare(init), *arrays, loss=task.loss, optim=cfg.optim, encoder_lr_scale=cfg.encoder_lr_scale,
+                epochs=cfg.epochs, batch_size=cfg.batch_size, runtime=runtime, log=tracker.log,
+                generator=torch.Generator().manual_seed(base.seed), prefix=name,
+            )  # fmt: skip
+            save_classifier(model, bert, task.name, layout.finetuned, name)
+            scores = task.score(val_set, task.predict(model, tokenizer, val_set, encoding, runtime), classes)
+            summary.update({f"{name}/{k}": v for k, v in scores.items()})
+        classical = task.fit_classical(train_set, labeled, classes, cfg.classical_c, base.seed)
+        baselines.save(classical, layout.finetuned / "classical.npz")
+        scores = task.score(val_set, task.predict_classical(classical, val_set), classes)
+        summary.update({f"classical/{k}": v for k, v in scores.items()})
+        for name in SELF_DESCRIBING:
+            shutil.copyfile(layout.prepared / name, layout.finetuned / name)
+        write_json(layout.finetuned / "budget.json", {"indices": budget.tolist(), "count": len(budget)})
+        write_json(layout.reports / "finetune.json", summary)
+        tracker.log(summary, 0)
+        tracker.log_artifact(layout.finetuned, "finetuned")
+    print("finetune: " + ", ".join(f"{k}={v:.3f}" for k, v in summary.items() if "val_" in k))
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,53 @@
+"""Split data/raw into fixed train/val/test sets; train a WordPiece tokenizer on the unlabeled pool (the
+train split's text, without labels) and cut the pool and val text into MLM chunks, in data/prepared."""
+
+import json
+
+import numpy as np
+
+from sslflow.cli import run
+from sslflow.config import load
+from sslflow.paths import Layout
+from sslflow.rawdata import npy_bytes
+from sslflow.splits import SPLITS, split_indices
+from sslflow.text.config import Text
+from sslflow.text.corpus import jsonl_bytes, plain_text, read_raw_text, write_prepared_files
+from sslflow.text.encode import pack_chunks
+from sslflow.text.tags import check_seen
+from sslflow.text.tokenizer import train_wordpiece
+
+
+def main() -> None:
+    layout = Layout()
+    text = load(layout.params, "text", Text)
+    cfg = text.preprocess
+    examples, classes, _ = read_raw_text(layout.raw, text.task)
+    documents = text.task == "text-classification"
+    # Sentences have no single label to stratify on: one pseudo-class makes the split plain random.
+    labels = np.array([e["label"] for e in examples] if documents else [0] * len(examples), dtype=np.int64)
+    splits = split_indices(
+        labels, classes if documents else ["sentence"], test_fraction=cfg.test_fraction, val_fraction=cfg.val_fraction,
+        seed=cfg.split_seed,
+    )  # fmt: skip
+    parts = {s: [examples[i] for i in getattr(splits, s)] for s in SPLITS}
+    if not documents:
+        check_seen([e["tags"] for e in parts["train"]], [e["tags"] for e in parts["test"]])
+
+    pool = [plain_text(e) for e in parts["train"]]
+    tokenizer = train_wordpiece(pool, vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency, lowercase=cfg.lowercase)
+    mlm = {s: pack_chunks(tokenizer, [plain_text(e) for e in parts[s]], cfg.max_length, cfg.stride) for s in ("train", "val")}
+    files = {f"{s}.jsonl": jsonl_bytes(parts[s]) for s in SPLITS} | {f"mlm_{s}.npy": npy_bytes(a) for s, a in mlm.items()}
+    files["tokenizer.json"] = tokenizer.to_str().encode()
+    files["classes.json"] = json.dumps(classes).encode()
+    files["encoding.json"] = json.dumps({"task": text.task, "max_length": cfg.max_length, "stride": cfg.stride}).encode()
+    counts = {s: len(parts[s]) for s in SPLITS} | {"pool": len(pool), "mlm_train_chunks": len(mlm["train"]), "mlm_val_chunks": len(mlm["val"])}
+    info = write_prepared_files(layout.prepared, files, {"counts": counts, "vocab_size": tokenizer.get_vocab_size()})
+    print(
+        f"preprocess: train {counts['train']} / val {counts['val']} / test {counts['test']}, tokenizer "
+        f"{tokenizer.get_vocab_size()} word pieces from the pool, {len(mlm['train'])} MLM chunks -> {layout.prepared}, "
+        f"data_hash {info['data_hash'][:12]}"
+    )
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,64 @@
+"""Shared fixtures: a tiny copy of the project (sklearn digits, one short epoch) in a temp directory."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = {
+    "base": {"num_workers": 0},
+    "fetch": {"source": "sklearn-digits"},
+    "pretrain": {"epochs": 1, "batch_size": 64, "encoder": {"width": 8}, "optim": {"warmup_epochs": 0}},
+    "finetune": {"epochs": 2, "labels_per_class": 3, "pseudo_label_rounds": 0},
+}
+
+
+def merge(tree: dict, overrides: dict) -> dict:
+    out = dict(tree)
+    for key, value in overrides.items():
+        out[key] = merge(out.get(key, {}), value) if isinstance(value, dict) else value
+    return out
+
+
+def make_project(path: Path, overrides: dict | None = None, *, dvc: bool = False) -> Path:
+    """Copy stages, dvc.yaml and params.yaml into `path` with the tiny profile (plus `overrides`)."""
+    path.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(REPO / "stages", path / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "dvc.yaml", path / "dvc.yaml")
+    params = merge(merge(yaml.safe_load((REPO / "params.yaml").read_text()), TINY), overrides or {})
+    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    if dvc:  # dvc.yaml lists library files as deps: give the copy the same src/ tree
+        shutil.copytree(REPO / "src", path / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    return path
+
+
+def env_for(project: Path) -> dict:
+    env = dict(os.environ)
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{project / 'mlflow.db'}"
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    return env
+
+
+def run_stage(project: Path, stage: str, modality: str = "image", check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [sys.executable, str(project / "stages" / modality / f"{stage}.py")],
+        cwd=project, env=env_for(project), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{stage} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory) -> Path:
+    """All five image stages run once on the tiny profile; tests must not modify the result."""
+    project = make_project(tmp_path_factory.mktemp("tiny") / "project")
+    for stage in ("fetch", "preprocess", "pretrain", "finetune", "evaluate"):
+        run_stage(project, stage)
+    return project

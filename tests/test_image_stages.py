@@ -1,0 +1,69 @@
+"""The image stages run as the pipeline runs them: subprocesses in a project directory, tiny data."""
+
+import hashlib
+import json
+import shutil
+
+import mlflow
+import pytest
+
+from conftest import make_project, run_stage
+
+
+def _digest(directory):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_outputs_of_every_stage(tiny_pipeline):
+    p = tiny_pipeline
+    assert {"encoder.safetensors", "encoder.json"} <= {f.name for f in (p / "models" / "encoder").iterdir()}
+    assert json.loads((p / "models" / "encoder" / "encoder.json").read_text())["arch"] == "small_cnn"
+    finetuned = {f.name for f in (p / "models" / "finetuned").iterdir()}
+    assert {"ssl.safetensors", "scratch.safetensors", "classical.npz", "budget.json"} <= finetuned
+    assert json.loads((p / "models" / "finetuned" / "budget.json").read_text())["count"] == 30
+    metrics = json.loads((p / "reports" / "metrics.json").read_text())
+    assert set(metrics) == {"ssl", "scratch", "classical", "lift"}
+    for name in ("ssl", "scratch", "classical"):
+        assert 0 <= metrics[name]["macro_f1"] <= 1
+        assert (p / "reports" / "classification" / f"{name}.json").is_file()
+        assert (p / "reports" / "plots" / "confusion" / f"{name}.csv").is_file()
+    assert "macro avg" in (p / "reports" / "classification.md").read_text()
+
+
+def test_runs_are_tracked_and_linked(tiny_pipeline):
+    mlflow.set_tracking_uri(f"sqlite:///{tiny_pipeline / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["sslflow"])
+    by_stage = {row["tags.sslflow.stage"]: row for _, row in runs.iterrows()}
+    assert {"pretrain", "finetune", "evaluate"} <= set(by_stage)
+    assert by_stage["finetune"]["tags.sslflow.upstream_run_id"] == by_stage["pretrain"]["run_id"]
+    assert by_stage["evaluate"]["tags.sslflow.pipeline_id"] == by_stage["pretrain"]["tags.sslflow.pipeline_id"]
+    assert by_stage["evaluate"]["metrics.ssl/macro_f1"] >= 0
+    assert by_stage["pretrain"]["params.pretrain.epochs"] == "1"
+    assert len(by_stage["pretrain"]["tags.sslflow.data_hash"]) == 64
+    assert by_stage["pretrain"]["tags.mlflow.source.git.commit"]
+
+
+def test_pretrain_is_reproducible(tiny_pipeline, tmp_path):
+    again = make_project(tmp_path / "again")
+    shutil.copytree(tiny_pipeline / "data", again / "data")
+    run_stage(again, "pretrain")
+    assert _digest(again / "models" / "encoder") == _digest(tiny_pipeline / "models" / "encoder")
+
+
+@pytest.mark.parametrize(
+    "overrides,needle",
+    [
+        ({"finetune": {"labels_per_class": 500}}, "finetune.labels_per_class=500"),
+        ({"finetune": {"learning_rate": 0.1}}, "finetune.learning_rate"),
+    ],
+)
+def test_bad_finetune_params_fail_cleanly_and_keep_outputs(tiny_pipeline, tmp_path, overrides, needle):
+    project = make_project(tmp_path / "p", overrides)
+    for sub in ("data", "models"):
+        shutil.copytree(tiny_pipeline / sub, project / sub)
+    before = _digest(project / "models")
+    proc = run_stage(project, "finetune", check=False)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and needle in lines[-1]
+    assert _digest(project / "models") == before

@@ -1,0 +1,166 @@
+"""The promote stage against a real MLflow registry (sqlite in tmp_path) holding tiny dummy versions."""
+
+import json
+import os
+import runpy
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from sslflow.promotion import REASON, evidence_tags
+from sslflow.tracking.registry import CHALLENGER, CHAMPION, ModelRegistry
+
+REPO = Path(__file__).resolve().parents[1]
+PROMOTE = REPO / "stages" / "promote.py"
+NAME = "digits"
+PARAMS = f"registry:\n  model_name: {NAME}\npromote:\n  min_delta: 0.01\n  min_class_recall: 0.5\n"
+
+
+@pytest.fixture(scope="module")
+def empty_store(tmp_path_factory):
+    """An initialised sqlite store; creating its tables takes ~10 s, so tests copy this one."""
+    path = tmp_path_factory.mktemp("template") / "mlflow.db"
+    mlflow.MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def project(tmp_path, empty_store, monkeypatch):
+    shutil.copy(empty_store, tmp_path / "mlflow.db")
+    (tmp_path / "params.yaml").write_text(PARAMS)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "MLmodel").write_text("dummy\n")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def register(project, macro_f1, min_class_recall=0.7, data_hash="hash-a", champion=False) -> str:
+    """A new dummy version as evaluate registers one (alias challenger); optionally also the champion."""
+    registry = ModelRegistry(NAME, f"sqlite:///{project / 'mlflow.db'}")
+    tags = evidence_tags(macro_f1=macro_f1, min_class_recall=min_class_recall, data_hash=data_hash,
+                         run_id=f"run-{macro_f1}", git_commit="abc")  # fmt: skip
+    version = registry.register_challenger(str(project / "model"), tags)
+    if champion:
+        client(project).set_registered_model_alias(NAME, CHAMPION, version)
+    return version
+
+
+def client(project):
+    return mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+
+
+def aliases(project) -> dict[str, str]:
+    return {alias: str(v) for alias, v in client(project).get_registered_model(NAME).aliases.items()}
+
+
+def promote(capsys) -> str:
+    """Run the stage in this process, as `python stages/promote.py` would; returns its stdout."""
+    runpy.run_path(str(PROMOTE), run_name="__main__")
+    return capsys.readouterr().out
+
+
+def promote_process(project, **env) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(PROMOTE)], cwd=project, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, **env})  # fmt: skip
+
+
+def test_first_model_becomes_champion(project, capsys):
+    v1 = register(project, 0.80)
+    assert f"version {v1} is champion" in promote(capsys)
+    assert aliases(project) == {CHALLENGER: v1, CHAMPION: v1}
+    result = json.loads((project / "reports" / "promotion.json").read_text())
+    assert result["promoted"] and result["champion"] is None and result["challenger"]["macro_f1"] == 0.80
+    assert client(project).get_model_version(NAME, v1).tags[REASON].startswith("promoted: first model")
+
+
+def test_better_challenger_takes_champion(project, capsys):
+    v1 = register(project, 0.80, champion=True)
+    v2 = register(project, 0.85)
+    promote(capsys)
+    assert aliases(project) == {CHALLENGER: v2, CHAMPION: v2}
+    result = json.loads((project / "reports" / "promotion.json").read_text())
+    assert result["promoted"] and result["champion"]["version"] == v1 and result["challenger"]["version"] == v2
+
+
+@pytest.mark.parametrize(
+    "challenger, reason",
+    [
+        ({"macro_f1": 0.70}, "not better"),
+        ({"macro_f1": 0.80}, "not better"),
+        ({"macro_f1": 0.95, "data_hash": "hash-b"}, "different data"),
+        ({"macro_f1": 0.95, "min_class_recall": 0.3}, "min class recall 0.3000"),
+    ],
+    ids=["worse", "equal", "other-test-data", "class-recall-drop"],
+)
+def test_rejected_challenger_leaves_champion(project, capsys, challenger, reason):
+    v1 = register(project, 0.80, champion=True)
+    v2 = register(project, **challenger)
+    assert f"version {v2} stays challenger" in promote(capsys)
+    assert aliases(project) == {CHALLENGER: v2, CHAMPION: v1}
+    result = json.loads((project / "reports" / "promotion.json").read_text())
+    assert not result["promoted"] and reason in result["reason"]
+    assert client(project).get_model_version(NAME, v2).tags[REASON] == f"kept out: {result['reason']}"
+
+
+def test_rerun_after_promotion_changes_nothing(project, capsys):
+    v1 = register(project, 0.80)
+    promote(capsys)
+    first_reason = client(project).get_model_version(NAME, v1).tags[REASON]
+    assert "already the champion" in promote(capsys)
+    assert client(project).get_model_version(NAME, v1).tags[REASON] == first_reason
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_registry_fails_closed(project):
+    v1 = register(project, 0.80, champion=True)
+    v2 = register(project, 0.95)
+    uri = f"http://127.0.0.1:{closed_port()}"
+    result = promote_process(project, MLFLOW_TRACKING_URI=uri, MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
+                             MLFLOW_HTTP_REQUEST_TIMEOUT="5")  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: model registry at {uri}: cannot read")
+    assert aliases(project) == {CHALLENGER: v2, CHAMPION: v1}
+    assert not (project / "reports" / "promotion.json").exists()
+
+
+def test_champion_without_evidence_fails_closed(project):
+    v1 = register(project, 0.80, champion=True)
+    client(project).delete_model_version_tag(NAME, v1, "sslflow.data_hash")
+    v2 = register(project, 0.95)
+    result = promote_process(project)
+    assert result.returncode == 2 and f"version {v1} lacks the tags sslflow.data_hash" in result.stderr
+    assert aliases(project) == {CHALLENGER: v2, CHAMPION: v1}
+
+
+def test_no_challenger_is_an_error(project, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        promote(capsys)
+    assert exit_info.value.code == 2
+    assert f"no version of '{NAME}' has the alias 'challenger'" in capsys.readouterr().err
+
+
+def test_challenger_from_another_workspace_is_an_error(project, capsys):
+    v1 = register(project, 0.80)
+    (project / "lineage").mkdir()
+    (project / "lineage" / "evaluate.json").write_text(json.dumps({"run_id": "someone-else"}))
+    with pytest.raises(SystemExit):
+        promote(capsys)
+    assert "is not the model this workspace evaluated" in capsys.readouterr().err
+    assert aliases(project) == {CHALLENGER: v1}
+
+
+def test_credentials_stay_out_of_errors(project):
+    result = promote_process(project, MLFLOW_TRACKING_URI=f"http://user:secret@127.0.0.1:{closed_port()}",
+                             MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="5")  # fmt: skip
+    assert result.returncode == 2 and "secret" not in result.stderr.splitlines()[-1]

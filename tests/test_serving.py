@@ -1,0 +1,230 @@
+"""A tiny pipeline registers and promotes its model; the champion then serves raw uint8 images, through
+`mlflow.pyfunc.load_model` in a fresh process and through `mlflow models serve` over REST."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import yaml
+
+from sslflow.artifacts import load_classifier
+from sslflow.finetune import predict_proba
+from sslflow.splits import data_hash
+from sslflow.tracking.pyfunc import CPU
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+NAME = "sslflow-image"
+# The tiny profile: ~1 min for the whole pipeline on 2 CPU cores. Its ssl model is barely trained, so the
+# recall floor is off, or the first model could not become champion.
+TINY = {
+    "base": {"num_workers": 0},
+    "fetch": {"source": "sklearn-digits"},
+    "pretrain": {"epochs": 1, "batch_size": 64},
+    "finetune": {"epochs": 2, "labels_per_class": 3, "pseudo_label_rounds": 0},
+    "promote": {"min_class_recall": 0.0},
+}
+PIPELINE = ("fetch", "preprocess", "pretrain", "finetune", "evaluate", "promote")
+
+
+def merged(tree: dict, changes: dict) -> dict:
+    out = dict(tree)
+    for key, value in changes.items():
+        out[key] = merged(tree.get(key, {}), value) if isinstance(value, dict) else value
+    return out
+
+
+def tiny_project(root: Path, changes: dict = TINY) -> Path:
+    """A copy of the repo's stages, dvc.yaml and params.yaml, with `changes` applied to the params."""
+    shutil.copytree(REPO / "stages", root / "stages")
+    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    set_params(root, changes)
+    return root
+
+
+def set_params(project: Path, changes: dict) -> None:
+    path = project / "params.yaml" if (project / "params.yaml").exists() else REPO / "params.yaml"
+    (project / "params.yaml").write_text(yaml.safe_dump(merged(yaml.safe_load(path.read_text()), changes)))
+
+
+def project_env(project: Path) -> dict[str, str]:
+    """The project's own sqlite store; the venv's bin first, where `mlflow` finds `uvicorn`."""
+    return {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+
+
+def run_stages(project: Path, stages=PIPELINE) -> None:
+    """Each stage's `cmd` from dvc.yaml, in order, as `dvc repro` would run it."""
+    dvc = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
+    modality = yaml.safe_load((project / "params.yaml").read_text())["base"]["modality"]
+    for stage in stages:
+        python, *args = dvc[stage]["cmd"].replace("${base.modality}", modality).split()
+        assert python == "python"
+        result = subprocess.run([sys.executable, *args], cwd=project, env=project_env(project),
+                                capture_output=True, text=True, timeout=600)  # fmt: skip
+        assert result.returncode == 0, f"{stage} failed:\n{result.stderr[-3000:]}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(url: str, proc: subprocess.Popen, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                return
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(1)
+    raise AssertionError(f"{url} did not answer within {seconds} s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM to the server's own process group (it runs its workers as children), then SIGKILL."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    project = tiny_project(tmp_path_factory.mktemp("served"))
+    run_stages(project)
+    return project
+
+
+@pytest.fixture(scope="module")
+def images(project):
+    return np.load(project / "data" / "prepared" / "test_images.npy")[:5]  # (5, 1, 8, 8) uint8
+
+
+@pytest.fixture(scope="module")
+def expected(project, images):
+    """The finetuned ssl model's probabilities, computed by the library the pipeline used."""
+    return predict_proba(load_classifier(project / "models" / "finetuned", "ssl"), images, CPU)
+
+
+def test_evaluate_registers_the_ssl_model_with_its_evidence(project):
+    client = mlflow.MlflowClient(tracking_uri=project_env(project)["MLFLOW_TRACKING_URI"])
+    version = client.get_model_version_by_alias(NAME, "champion")
+    assert {str(v) for v in client.get_registered_model(NAME).aliases.values()} == {str(version.version)}
+    metrics = json.loads((project / "reports" / "metrics.json").read_text())["ssl"]
+    per_class = json.loads((project / "reports" / "classification" / "ssl.json").read_text())
+    classes = json.loads((project / "data" / "prepared" / "classes.json").read_text())
+    run_id = json.loads((project / "lineage" / "evaluate.json").read_text())["run_id"]
+    assert float(version.tags["sslflow.macro_f1"]) == metrics["macro_f1"]
+    assert float(version.tags["sslflow.min_class_recall"]) == min(per_class[c]["recall"] for c in classes)
+    assert version.tags["sslflow.data_hash"] == data_hash(project / "data" / "prepared")
+    assert version.tags["sslflow.run_id"] == run_id == version.run_id
+    assert version.tags["sslflow.git_commit"]
+    assert version.tags["sslflow.promotion"].startswith("promoted: first model")
+    promotion = json.loads((project / "reports" / "promotion.json").read_text())
+    assert promotion["promoted"] and promotion["challenger"]["version"] == str(version.version)
+
+
+FRESH = """
+import json, sys
+import numpy as np
+import mlflow
+model = mlflow.pyfunc.load_model("models:/{name}@champion")
+out = model.predict(np.load(sys.argv[1]))
+print(json.dumps({{
+    "frame": out.to_dict(orient="list"),
+    "input_schema": model.metadata.get_input_schema().to_dict(),
+    "stages_imported": any(m == "stages" or m.startswith("stages.") for m in sys.modules),
+    "sslflow_from": sys.modules["sslflow"].__file__,
+}}))
+"""
+
+
+def test_champion_predicts_raw_images_in_a_fresh_process(project, images, expected, tmp_path):
+    np.save(tmp_path / "images.npy", images)
+    result = subprocess.run([sys.executable, "-c", FRESH.format(name=NAME), str(tmp_path / "images.npy")],
+                            cwd=tmp_path, env=project_env(project), capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    classes = json.loads((project / "data" / "prepared" / "classes.json").read_text())
+    frame = out["frame"]
+    assert list(frame) == ["label", *(f"proba_{c}" for c in classes)]
+    proba = np.array([frame[f"proba_{c}"] for c in classes]).T
+    np.testing.assert_allclose(proba, expected, atol=1e-6)
+    assert frame["label"] == [classes[i] for i in expected.argmax(1)]
+    assert out["input_schema"] == [{"type": "tensor", "tensor-spec": {"dtype": "uint8", "shape": [-1, 1, 8, 8]}}]
+    assert not out["stages_imported"]
+    # The model carries the sslflow code it was trained with.
+    assert "/code/sslflow/" in out["sslflow_from"]
+
+
+@pytest.fixture(scope="module")
+def server(project, tmp_path_factory):
+    """`mlflow models serve` of the champion, as the README runs it, on a free port of 127.0.0.1."""
+    port = free_port()
+    log = (tmp_path_factory.mktemp("serve") / "serve.log").open("w")
+    command = ["mlflow", "models", "serve", "-m", f"models:/{NAME}@champion", "--env-manager", "local",
+               "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
+    proc = subprocess.Popen(command, cwd=project, env=project_env(project), stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)  # fmt: skip
+    try:
+        wait_for(f"http://127.0.0.1:{port}/ping", proc, 180)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(proc)
+        log.close()
+
+
+def invoke(server: str, body: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(f"{server}/invocations", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as err:
+        return err.code, json.load(err)
+
+
+def test_rest_invocations_answer_with_label_and_probabilities(server, project, images, expected):
+    status, body = invoke(server, {"inputs": images.tolist()})
+    assert status == 200
+    classes = json.loads((project / "data" / "prepared" / "classes.json").read_text())
+    rows = body["predictions"]
+    assert [row["label"] for row in rows] == [classes[i] for i in expected.argmax(1)]
+    proba = np.array([[row[f"proba_{c}"] for c in classes] for row in rows])
+    np.testing.assert_allclose(proba, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "inputs",
+    [
+        lambda x: (x.astype(float) / 255).tolist(),  # already normalised floats
+        lambda x: x[:, :, :4].tolist(),  # a crop: not the training shape
+        lambda x: (x.astype(int) + 300).tolist(),  # not uint8
+    ],
+    ids=["floats", "wrong-shape", "out-of-range"],
+)
+def test_rest_rejects_inputs_outside_the_signature(server, images, inputs):
+    status, body = invoke(server, {"inputs": inputs(images)})
+    assert status == 400 and body["error_code"] == "BAD_REQUEST"

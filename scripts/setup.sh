@@ -10,4 +10,4 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 # torch/torchvision first: on Python 3.11 here they come from local disk; the lock pins the rest.
 .venv/bin/python -m pip install --quiet -c requirements.lock torch==2.14.1 torchvision==0.29.1
-.venv/bin/python -m pip install --quiet -c requirements.lock -e '.[test]'
+.venv/bin/python -m pip install --quiet -c requirements.lock -e '.[test,bench]'

@@ -1,6 +1,7 @@
 """Checkpoints and the fault handling of `fit`, in process on a tiny model: resume parity, rotation, fallback,
 refused pickles, a full disk, non-finite losses, stop signals, the lock and path checks."""
 
+import dataclasses
 import errno
 import hashlib
 import io
@@ -40,13 +41,13 @@ class Noisy(Dataset):
         return torch.arange(4.0) * i / N + 0.1 * torch.randn(4)
 
 
-def train(directory: Path | None, *, every=3, keep=2, log=None, loss_at=None, max_nonfinite=1):
+def train(directory: Path | None, *, every=3, keep=2, log=None, loss_at=None, max_nonfinite=1, workers=0):
     """A fresh tiny model trained by `fit`; dropout draws from the main RNG. Returns (model, summary, losses)."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.3), nn.Linear(8, 1))
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.01)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 / (1 + 0.1 * s))
-    loader = resumable_loader(Noisy(), batch_size=BATCH, seed=0, runtime=CPU)
+    loader = resumable_loader(Noisy(), batch_size=BATCH, seed=0, runtime=dataclasses.replace(CPU, num_workers=workers))
     losses, calls = {}, [0]
 
     def step(x):
@@ -97,6 +98,13 @@ def test_resume_after_a_crash_mid_epoch_is_bitwise_identical(reference, tmp_path
     assert torch.equal(params(model), params(ref_model))
     assert summary["train/epoch_loss"] == ref_summary["train/epoch_loss"]
     assert sorted(losses) == list(range(7, 16)) and all(losses[s] == ref_losses[s] for s in losses)
+
+
+def test_data_loader_workers_change_nothing_either(reference, tmp_path):
+    with pytest.raises(RuntimeError, match="killed"):
+        train(tmp_path, log=crash_at(8), workers=2)
+    model, _, _ = train(tmp_path, workers=1)
+    assert torch.equal(params(model), params(reference[0]))  # augmentation is seeded per item, not per worker
 
 
 def test_checkpointing_does_not_change_training(reference, tmp_path):
@@ -169,6 +177,7 @@ def test_a_pickle_payload_is_refused(tmp_path):
         with Checkpoints(directory, every=3, keep=2, fingerprint="fp"):
             pass
     assert not Exploit.sentinel.exists()
+    assert not (directory / ".lock").exists()  # refused on entry: the lock is released
 
 
 def test_rng_state_survives_weights_only_loading(tmp_path):
@@ -278,3 +287,9 @@ def test_paths_from_files_stay_inside_their_root(tmp_path):
     for bad, why in [("../secret", "with '..'"), ("/etc/passwd", "absolute"), ("a/link.png", "through a symbolic link")]:
         with pytest.raises(SslflowError, match=why.replace("(", "\\(")):
             inside(root, bad, "manifest")
+
+
+def test_non_finite_steps_count_across_an_epoch_boundary_and_are_never_checkpointed(tmp_path):
+    with pytest.raises(NonFiniteLoss, match="the last at step 6 "):  # step 5 ends epoch 1
+        train(tmp_path, every=5, loss_at=lambda call: float("nan") if call >= 5 else 1.0, max_nonfinite=2)
+    assert not list(tmp_path.glob("step-*"))

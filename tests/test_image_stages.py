@@ -39,6 +39,9 @@ def test_runs_are_tracked_and_linked(tiny_pipeline):
     assert by_stage["evaluate"]["tags.sslflow.pipeline_id"] == by_stage["pretrain"]["tags.sslflow.pipeline_id"]
     assert by_stage["evaluate"]["metrics.ssl/macro_f1"] >= 0
     assert by_stage["pretrain"]["params.pretrain.epochs"] == "1"
+    # evaluate carries the settings that produced it, for the UI's compare view
+    assert by_stage["evaluate"]["params.finetune.labels_per_class"] == "3"
+    assert by_stage["evaluate"]["params.pretrain.epochs"] == "1"
     assert len(by_stage["pretrain"]["tags.sslflow.data_hash"]) == 64
     assert by_stage["pretrain"]["tags.mlflow.source.git.commit"]
 

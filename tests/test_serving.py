@@ -1,5 +1,5 @@
-"""A tiny pipeline registers and promotes its model; the champion then serves raw uint8 images, through
-`mlflow.pyfunc.load_model` in a fresh process and through `mlflow models serve` over REST."""
+"""The tiny pipeline's model, promoted to champion, serves raw uint8 images: through `mlflow.pyfunc.load_model`
+in a fresh process and through `mlflow models serve` over REST."""
 
 import json
 import os
@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import yaml
 
+from conftest import env_for, merge
 from sslflow.artifacts import load_classifier
 from sslflow.finetune import predict_proba
 from sslflow.splits import data_hash
@@ -25,59 +26,22 @@ from sslflow.tracking.pyfunc import CPU
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
 NAME = "sslflow-image"
-# The tiny profile: ~1 min for the whole pipeline on 2 CPU cores. Its ssl model is barely trained, so the
-# recall floor is off, or the first model could not become champion.
-TINY = {
-    "base": {"num_workers": 0},
-    "fetch": {"source": "sklearn-digits"},
-    "pretrain": {"epochs": 1, "batch_size": 64},
-    "finetune": {"epochs": 2, "labels_per_class": 3, "pseudo_label_rounds": 0},
-    "promote": {"min_class_recall": 0.0},
-}
-PIPELINE = ("fetch", "preprocess", "pretrain", "finetune", "evaluate", "promote")
-
-
-def merged(tree: dict, changes: dict) -> dict:
-    out = dict(tree)
-    for key, value in changes.items():
-        out[key] = merged(tree.get(key, {}), value) if isinstance(value, dict) else value
-    return out
-
-
-def tiny_project(root: Path, changes: dict = TINY) -> Path:
-    """A copy of the repo's stages, dvc.yaml and params.yaml, with `changes` applied to the params."""
-    shutil.copytree(REPO / "stages", root / "stages")
-    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
-    set_params(root, changes)
-    return root
+# The tiny profile's ssl model is barely trained: without the recall floor it can become champion.
+NO_RECALL_FLOOR = {"promote": {"min_class_recall": 0.0}}
 
 
 def set_params(project: Path, changes: dict) -> None:
-    path = project / "params.yaml" if (project / "params.yaml").exists() else REPO / "params.yaml"
-    (project / "params.yaml").write_text(yaml.safe_dump(merged(yaml.safe_load(path.read_text()), changes)))
+    path = project / "params.yaml"
+    path.write_text(yaml.safe_dump(merge(yaml.safe_load(path.read_text()), changes), sort_keys=False))
 
 
-def project_env(project: Path) -> dict[str, str]:
-    """The project's own sqlite store; the venv's bin first, where `mlflow` finds `uvicorn`."""
-    return {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}",
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
-
-
-def run_stages(project: Path, stages=PIPELINE) -> None:
-    """Each stage's `cmd` from dvc.yaml, in order, as `dvc repro` would run it."""
-    dvc = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
-    modality = yaml.safe_load((project / "params.yaml").read_text())["base"]["modality"]
-    for stage in stages:
-        python, *args = dvc[stage]["cmd"].replace("${base.modality}", modality).split()
-        assert python == "python"
-        result = subprocess.run([sys.executable, *args], cwd=project, env=project_env(project),
-                                capture_output=True, text=True, timeout=600)  # fmt: skip
-        assert result.returncode == 0, f"{stage} failed:\n{result.stderr[-3000:]}"
+def promote(project: Path) -> str:
+    """The promote stage as dvc.yaml runs it; returns its stdout."""
+    proc = subprocess.run([sys.executable, "stages/promote.py"], cwd=project, env=env_for(project),
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
 
 
 def free_port() -> int:
@@ -111,9 +75,13 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    project = tiny_project(tmp_path_factory.mktemp("served"))
-    run_stages(project)
+def project(tiny_pipeline, tmp_path_factory):
+    """A copy of the session's tiny pipeline (store included), then promote. The copy's registry still
+    points at the original's model artifacts, which are only read."""
+    project = tmp_path_factory.mktemp("served") / "project"
+    shutil.copytree(tiny_pipeline, project)
+    set_params(project, NO_RECALL_FLOOR)
+    promote(project)
     return project
 
 
@@ -129,7 +97,7 @@ def expected(project, images):
 
 
 def test_evaluate_registers_the_ssl_model_with_its_evidence(project):
-    client = mlflow.MlflowClient(tracking_uri=project_env(project)["MLFLOW_TRACKING_URI"])
+    client = mlflow.MlflowClient(tracking_uri=env_for(project)["MLFLOW_TRACKING_URI"])
     version = client.get_model_version_by_alias(NAME, "champion")
     assert {str(v) for v in client.get_registered_model(NAME).aliases.values()} == {str(version.version)}
     metrics = json.loads((project / "reports" / "metrics.json").read_text())["ssl"]
@@ -164,7 +132,7 @@ print(json.dumps({{
 def test_champion_predicts_raw_images_in_a_fresh_process(project, images, expected, tmp_path):
     np.save(tmp_path / "images.npy", images)
     result = subprocess.run([sys.executable, "-c", FRESH.format(name=NAME), str(tmp_path / "images.npy")],
-                            cwd=tmp_path, env=project_env(project), capture_output=True, text=True, timeout=300)  # fmt: skip
+                            cwd=tmp_path, env=env_for(project), capture_output=True, text=True, timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
     classes = json.loads((project / "data" / "prepared" / "classes.json").read_text())
@@ -186,7 +154,7 @@ def server(project, tmp_path_factory):
     log = (tmp_path_factory.mktemp("serve") / "serve.log").open("w")
     command = ["mlflow", "models", "serve", "-m", f"models:/{NAME}@champion", "--env-manager", "local",
                "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
-    proc = subprocess.Popen(command, cwd=project, env=project_env(project), stdout=log, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(command, cwd=project, env=env_for(project), stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)  # fmt: skip
     try:
         wait_for(f"http://127.0.0.1:{port}/ping", proc, 180)
@@ -219,12 +187,12 @@ def test_rest_invocations_answer_with_label_and_probabilities(server, project, i
 @pytest.mark.parametrize(
     "inputs",
     [
-        lambda x: (x.astype(float) / 255).tolist(),  # already normalised floats
         lambda x: x[:, :, :4].tolist(),  # a crop: not the training shape
         lambda x: (x.astype(int) + 300).tolist(),  # not uint8
+        lambda x: x[0].tolist(),  # one image without the batch axis
     ],
-    ids=["floats", "wrong-shape", "out-of-range"],
+    ids=["wrong-shape", "out-of-range", "no-batch-axis"],
 )
 def test_rest_rejects_inputs_outside_the_signature(server, images, inputs):
     status, body = invoke(server, {"inputs": inputs(images)})
-    assert status == 400 and body["error_code"] == "BAD_REQUEST"
+    assert status == 400 and body["message"]

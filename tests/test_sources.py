@@ -211,3 +211,14 @@ def test_read_raw_names_missing_or_torn_files(tmp_path):
     (tmp_path / "images.npy").unlink()
     with pytest.raises(SslflowError, match=re.escape(str(tmp_path / "images.npy"))):
         read_raw(tmp_path)
+
+
+def test_imagefolder_refuses_a_symlink_out_of_the_folder(tmp_path):
+    outside = tmp_path / "secret.png"
+    Image.new("L", (4, 4)).save(outside)
+    folder = tmp_path / "images"
+    (folder / "a").mkdir(parents=True)
+    Image.new("L", (4, 4)).save(folder / "a" / "ok.png")
+    (folder / "a" / "link.png").symlink_to(outside)
+    with pytest.raises(SslflowError, match="outside"):
+        load_imagefolder(folder, image_size=None, max_bad_files=0)

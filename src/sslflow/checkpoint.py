@@ -128,9 +128,13 @@ class Checkpoints:
 
     def __enter__(self) -> "Checkpoints":
         self._stack.enter_context(exclusive(self.directory / ".lock", self.directory.name))
-        for torn in self.directory.glob(".*.tmp"):  # temp files of a write that was killed
-            torn.unlink()
-        self.latest, self._payload = self._find()
+        try:
+            for torn in self.directory.glob(".*.tmp"):  # temp files of a write that was killed
+                torn.unlink()
+            self.latest, self._payload = self._find()
+        except BaseException:
+            self._stack.close()
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
@@ -140,14 +144,12 @@ class Checkpoints:
         return sorted(self.directory.glob("step-*.json"), reverse=True)  # zero-padded: newest first
 
     def _find(self) -> tuple[Marker | None, dict | None]:
-        newest_marked = None
         for path in self._markers():
             try:
                 marker = Marker.read(path)
             except (ValueError, KeyError, TypeError, OSError) as err:
                 _warn(f"checkpoint marker {path} is unreadable ({err}); falling back to the previous checkpoint")
                 continue
-            newest_marked = newest_marked or marker.payload
             if marker.fingerprint != self.fingerprint:
                 _warn(f"checkpoint {marker.payload} was made with other params or data; not resuming from it")
                 continue

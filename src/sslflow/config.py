@@ -31,6 +31,7 @@ class Base(Section):
     pin_memory: bool = True
     channels_last: bool = True
     compile: bool = False
+    nproc_per_node: int = Field(1, gt=0)  # > 1: pretrain and finetune relaunch under torchrun (DDP)
     experiment: str = "sslflow"
 
 
@@ -82,8 +83,34 @@ class Train(Section):
     max_nonfinite_steps: int = Field(3, gt=0)  # consecutive NaN/inf losses (updates skipped) before stopping
 
 
+Method = Literal["simclr", "autoencoder", "vae", "mae"]  # pretrain.method: one module each in sslflow/
+
+
+class Vae(Section):
+    beta: float = Field(1.0, ge=0)  # weight of the KL term (beta-VAE, Higgins et al., 2017); 1 is the ELBO
+    latent_dim: int = Field(16, gt=0)
+
+
+class Mae(Section):
+    """The ViT of the masked autoencoder; it replaces `pretrain.encoder` when method is mae."""
+
+    mask_ratio: float = Field(0.75, ge=0, lt=1)
+    patch_size: int = Field(4, gt=0)  # must divide the (square) image side
+    hidden_size: int = Field(64, gt=0)  # also the embedding size
+    depth: int = Field(2, gt=0)
+    heads: int = Field(4, gt=0)
+    decoder_depth: int = Field(1, gt=0)
+    norm_pix_loss: bool = False
+
+    @model_validator(mode="after")
+    def _heads_divide(self):
+        if self.hidden_size % self.heads:
+            raise ValueError(f"heads ({self.heads}) must divide hidden_size ({self.hidden_size})")
+        return self
+
+
 class Pretrain(Section):
-    method: Literal["simclr"] = "simclr"
+    method: Method = "simclr"
     epochs: int = Field(25, gt=0)
     batch_size: int = Field(256, gt=1)
     temperature: float = Field(0.2, gt=0)
@@ -94,6 +121,8 @@ class Pretrain(Section):
     knn_k: int = Field(10, gt=0)
     max_steps: int | None = Field(None, gt=0)
     train: Train = Train()
+    vae: Vae = Vae()
+    mae: Mae = Mae()
 
 
 class Finetune(Section):
@@ -117,6 +146,18 @@ class Finetune(Section):
         if (self.labels_per_class is None) == (self.label_fraction is None):
             raise ValueError("set exactly one of labels_per_class and label_fraction (the other to null)")
         return self
+
+
+class Sweep(Section):
+    """The label-efficiency sweep (sweep/dvc.yaml): every method and baseline at every label budget."""
+
+    methods: list[Method] = ["simclr", "autoencoder", "vae", "mae"]
+    self_training: list[Method] = ["simclr"]  # also with pseudo-labels
+    budgets: list[Annotated[int, Field(gt=0)] | Literal["all"]] = [1, 5, 10, 40, "all"]  # labels per class
+    draws: int = Field(3, gt=0)  # label draws per cell, seeds finetune.label_seed + 0, 1, ...
+    max_steps: int | None = Field(1200, gt=0)  # per classifier fit; big budgets get fewer epochs (CPU)
+    pseudo_label_rounds: int = Field(1, gt=0)  # for the self-training variants
+    probe_c: float = Field(100.0, gt=0)  # inverse L2 strength of the linear probes' logistic regression
 
 
 class Evaluate(Section):

@@ -11,10 +11,11 @@ from collections.abc import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 
 from sslflow.config import Augment, Optim
 from sslflow.datasets import LabeledImages
+from sslflow.distributed import shard
 from sslflow.embed import apply
 from sslflow.heads import Classifier
 from sslflow.optim import build_optimizer, build_schedule
@@ -49,8 +50,9 @@ def train_classifier(
 ) -> Classifier:
     size = tuple(images.shape[-2:])
     data = LabeledImages(images, labels, augment(augment_cfg, size), weights)
+    sampler = shard(RandomSampler(data, generator=generator))  # under torchrun, this rank's share
     loader = DataLoader(
-        data, batch_size=min(batch_size, len(data)), shuffle=True, drop_last=len(data) > batch_size,
+        data, batch_size=min(batch_size, len(sampler)), sampler=sampler, drop_last=len(sampler) > batch_size,
         generator=generator, num_workers=runtime.num_workers, pin_memory=runtime.pin_memory,
     )  # fmt: skip
     groups = [{"params": list(model.head.parameters())}]

@@ -1,6 +1,5 @@
 """Device and precision, decided once at a stage's entry and passed down as objects."""
 
-import os
 import random
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -8,7 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from sslflow import distributed
 from sslflow.config import Base
+from sslflow.errors import SslflowError
 
 
 @dataclass(frozen=True)
@@ -34,22 +35,33 @@ class Runtime:
 
 
 def pick_device(requested: str) -> torch.device:
-    if requested != "auto":
-        return torch.device(requested)
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    """`auto` is cuda, then mps, then cpu. On CUDA each torchrun worker takes the GPU of its LOCAL_RANK."""
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    if requested == "cuda":
+        if not torch.cuda.is_available():
+            raise SslflowError("params key 'base.device' is cuda, but no CUDA device is available")
+        index = distributed.local_rank()
+        if index >= torch.cuda.device_count():
+            raise SslflowError(f"local rank {index} has no GPU: this node has {torch.cuda.device_count()}")
+        return torch.device("cuda", index)
+    if requested == "mps" and not torch.backends.mps.is_available():
+        raise SslflowError("params key 'base.device' is mps, but MPS is not available")
+    return torch.device(requested)
 
 
 def resolve(base: Base) -> Runtime:
-    """bf16 autocast on CUDA and fp32 elsewhere unless `precision` says otherwise; pinned memory and
-    channels_last only where they help (CUDA)."""
+    """bf16 autocast on CUDA (where the GPU supports it) and fp32 elsewhere unless `precision` says otherwise;
+    pinned memory and channels_last only where they help (CUDA)."""
     dev = pick_device(base.device)
     precision = base.precision
     if precision == "auto":
-        precision = "bf16" if dev.type == "cuda" else "fp32"
+        precision = "bf16" if dev.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if dev.type == "cuda":
+        # TF32 for what runs in fp32 outside autocast; cuDNN picks the fastest kernels for fixed-size inputs.
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
     return Runtime(
         device=dev,
         dtype=torch.bfloat16 if precision == "bf16" else torch.float32,

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from sslflow.distributed import shard
 from sslflow.runtime import Runtime
 
 
@@ -63,9 +64,10 @@ def _ignore_sigint(worker_id: int) -> None:
 
 
 def resumable_loader(dataset: Dataset, *, batch_size: int, seed: int, runtime: Runtime, drop_last: bool = True) -> DataLoader:
-    """A shuffling loader that `train.fit` can start at any (epoch, batch)."""
+    """A shuffling loader that `train.fit` can start at any (epoch, batch); under torchrun, over this rank's
+    shard of each epoch's order, with `batch_size` per rank."""
     return DataLoader(
-        Seeded(dataset), batch_size=batch_size, sampler=EpochSampler(len(dataset), seed), drop_last=drop_last,
+        Seeded(dataset), batch_size=batch_size, sampler=shard(EpochSampler(len(dataset), seed)), drop_last=drop_last,
         num_workers=runtime.num_workers, pin_memory=runtime.pin_memory, persistent_workers=runtime.num_workers > 0,
         worker_init_fn=_ignore_sigint,
         # Worker base seeds are drawn from this generator rather than torch's global RNG, which stays untouched.

@@ -25,6 +25,6 @@ def simclr_step(model: nn.Module, temperature: float):
         x0, x1 = batch
         z = model(torch.cat([x0, x1]))  # one pass, so BatchNorm sees both views together
         z0, z1 = z.chunk(2)
-        return ntxent(z0.float(), z1.float(), temperature)
+        return ntxent(z0.float(), z1.float(), temperature, gather=True)  # negatives from all ranks under torchrun
 
     return step

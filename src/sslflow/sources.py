@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 from sslflow.errors import SslflowError
+from sslflow.safepaths import inside
 
 MNIST_LICENSE = "Yann LeCun and Corinna Cortes, CC BY-SA 3.0"
 DIGITS_LICENSE = "UCI ML hand-written digits, CC BY 4.0"
@@ -211,7 +212,7 @@ def load_imagefolder(folder: Path, *, image_size: tuple[int, int] | None, max_ba
     if not class_dirs:
         raise SslflowError(f"imagefolder {folder} has no class subdirectories")
     files = [
-        (label, f)
+        (label, inside(folder, f.relative_to(folder), "imagefolder"))  # no symlink out of the folder
         for label, d in enumerate(class_dirs)
         for f in sorted(d.iterdir())
         if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES

@@ -9,8 +9,9 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm import tqdm
 
+from sslflow import distributed
 from sslflow.checkpoint import Checkpoints
-from sslflow.faults import NonFiniteLoss, StopRequest, stop_on_signals
+from sslflow.faults import Interrupted, NonFiniteLoss, StopRequest, stop_on_signals
 from sslflow.runtime import Runtime
 
 Log = Callable[[dict[str, float], int], None]
@@ -66,26 +67,36 @@ def fit(
     checkpoint, saves one every `checkpoints.every` steps, and on SIGTERM/SIGINT saves at the next step
     boundary and exits 128 + signal. A non-finite loss skips its update; `max_nonfinite` in a row stop training.
     Returns the last epoch's metrics, with the time split into waiting for data and computing.
+
+    Under torchrun (sslflow.distributed.init), the step runs through DistributedDataParallel and the loader's
+    sampler should be a distributed.shard: every rank trains on its share, the logged loss is the mean over
+    ranks, samples/s counts all ranks, and only rank 0 is given `checkpoints` (the others get its state).
     """
     objects = {"model": model, "optimizer": optimizer, "scheduler": scheduler}
     sampler = getattr(loader, "sampler", None)
-    p = Progress(**checkpoints.restore(objects)) if checkpoints else Progress()
+    p = Progress(**distributed.share(objects, checkpoints.restore(objects) if checkpoints else {}))
+    run = distributed.parallel(model, step, runtime.device)  # `step` itself in one process
+    main = distributed.is_main()
     last_step = max_steps if max_steps is not None else math.inf
-    with stop_on_signals() if checkpoints else nullcontext(StopRequest()) as stop:
+    # Under torchrun every rank handles stop signals, so that all of them stop at the same step boundary.
+    guard = stop_on_signals() if checkpoints or distributed.world_size() > 1 else nullcontext(StopRequest())
+    with guard as stop:
         while p.epoch < epochs and p.step < last_step:
             model.train()
             if hasattr(sampler, "set_epoch"):  # the epoch's order; on a resume, without the batches already done
                 sampler.set_epoch(p.epoch, p.batch * loader.batch_size)
             t = time.perf_counter()
             desc = f"{prefix} {p.epoch + 1}/{epochs}"
-            bar = tqdm(loader, desc=desc, initial=p.batch, leave=False, dynamic_ncols=True, disable=None)
+            bar = tqdm(loader, desc=desc, initial=p.batch, leave=False, dynamic_ncols=True, disable=None if main else True)
             for batch in bar:
                 t_batch = time.perf_counter()
                 p.wait += t_batch - t
                 batch = to_device(batch, runtime)
                 with runtime.autocast():
-                    loss = step(batch)
-                loss_value = loss.item()  # syncs the device, so compute time below is real
+                    loss = run(batch)
+                # The mean over ranks, so every rank skips the same non-finite steps; it syncs the device, so the
+                # compute time below is real.
+                loss_value = distributed.mean(loss)
                 p.step, p.batch = p.step + 1, p.batch + 1
                 if math.isfinite(loss_value):
                     optimizer.zero_grad(set_to_none=True)
@@ -103,22 +114,31 @@ def fit(
                 bar.set_postfix(loss=f"{loss_value:.3f}")
                 if p.batch == len(loader) or p.step >= last_step:
                     break
-                if checkpoints:
-                    checkpoints.at_boundary(objects, asdict(p), stop.signum)
+                _boundary(checkpoints, objects, p, stop)
+            samples = p.batch * _batch_size(batch) * distributed.world_size()  # by all ranks
             summary = {
                 f"{prefix}/epoch_loss": p.loss_sum / max(p.n, 1),
                 f"{prefix}/data_wait_s": p.wait,
                 f"{prefix}/compute_s": p.compute,
-                f"{prefix}/samples_per_s": p.batch * _batch_size(batch) / max(p.wait + p.compute, 1e-9),
+                f"{prefix}/samples_per_s": samples / max(p.wait + p.compute, 1e-9),
             }
             if on_epoch_end is not None:
                 summary.update(on_epoch_end(p.epoch))
             log(summary, p.step)
-            tqdm.write(f"{prefix} epoch {p.epoch + 1}/{epochs} " + " ".join(f"{k.split('/')[-1]}={v:.4g}" for k, v in summary.items()))
-            p = Progress(epoch=p.epoch + 1, step=p.step, summary=summary)
-            if checkpoints:  # a checkpoint at the end of an epoch resumes at the start of the next
-                checkpoints.at_boundary(objects, asdict(p), stop.signum)
+            if main:
+                tqdm.write(f"{prefix} epoch {p.epoch + 1}/{epochs} " + " ".join(f"{k.split('/')[-1]}={v:.4g}" for k, v in summary.items()))
+            p = Progress(epoch=p.epoch + 1, step=p.step, nonfinite=p.nonfinite, summary=summary)
+            _boundary(checkpoints, objects, p, stop)  # a checkpoint at the end of an epoch resumes at the start of the next
     return p.summary
+
+
+def _boundary(checkpoints: Checkpoints | None, objects: dict, p: Progress, stop: StopRequest) -> None:
+    """Between steps: save a checkpoint when due, and stop on a signal that any rank received."""
+    signum = distributed.stop_signal(stop.signum)
+    if checkpoints:
+        checkpoints.at_boundary(objects, asdict(p), signum)
+    elif signum is not None:  # a rank without checkpoints under torchrun
+        raise Interrupted(signum)
 
 
 def _nonfinite(p: Progress, loss_value: float, prefix: str, checkpoints: Checkpoints | None) -> NonFiniteLoss:

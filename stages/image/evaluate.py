@@ -4,9 +4,10 @@ import json
 
 import numpy as np
 
-from sslflow import classical, config
-from sslflow.artifacts import load_classifier
+from sslflow import classical, config, pictures
+from sslflow.artifacts import load_classifier, load_encoder
 from sslflow.cli import run
+from sslflow.embed import apply
 from sslflow.finetune import predict_proba
 from sslflow.paths import Layout
 from sslflow.promotion import evidence_tags
@@ -34,6 +35,9 @@ def main() -> None:
     tags = {"sslflow.data_hash": test_hash}
     with stage_run("evaluate", experiment=base.experiment, params=cfg.model_dump(), upstream="finetune", tags=tags) as tracker:
         metrics = write_all(test_y, probas, classes, layout.reports, cfg.pr_points)
+        encoder, _ = load_encoder(layout.encoder)  # what pretraining alone learned, before any label
+        points = pictures.tsne(apply(encoder, test_x, runtime), base.seed)
+        pictures.embedding_map(points, test_y, classes, layout.reports / "figures" / "embedding_tsne.png", "test embeddings of the pretrained encoder (t-SNE)")
         tracker.log({f"{group}/{k}": v for group, m in metrics.items() for k, v in m.items()}, 0)
         for sub in ("classification", "plots", "figures"):
             tracker.log_artifact(layout.reports / sub, sub)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import torch
 
-from sslflow import classical, config
+from sslflow import classical, config, distributed
 from sslflow.artifacts import load_encoder, save_classifier
 from sslflow.atomic import write_json
 from sslflow.cli import run
@@ -25,6 +25,7 @@ def main() -> None:
     base = config.load(layout.params, "base", config.Base)
     cfg = config.load(layout.params, "finetune", config.Finetune)
     runtime = resolve(base)
+    distributed.init(runtime.device, base.nproc_per_node)  # under torchrun: one process per device
     seed_everything(base.seed)
 
     train_x = np.load(layout.prepared / "train_images.npy")
@@ -42,12 +43,18 @@ def main() -> None:
         "ssl": Classifier(encoder, enc_cfg.feature_dim, num_classes, freeze_encoder=cfg.mode == "linear"),
         "scratch": Classifier(build_encoder(enc_cfg), enc_cfg.feature_dim, num_classes, freeze_encoder=cfg.mode == "linear"),
     }
-    tags = {"sslflow.data_hash": data_hash(layout.prepared)}
-    with stage_run("finetune", experiment=base.experiment, params=cfg.model_dump(), upstream="pretrain", tags=tags) as tracker:
+    world, batch = distributed.world_size(), distributed.per_rank(cfg.batch_size, "finetune.batch_size")
+    tags = {
+        "sslflow.data_hash": data_hash(layout.prepared), "sslflow.world_size": str(world), "sslflow.batch_per_rank": str(batch),
+    }  # fmt: skip
+    if distributed.is_main():
+        print(f"finetune: {world} rank(s) x {batch} images = global batch {cfg.batch_size}")
+    tracking = stage_run("finetune", experiment=base.experiment, params=cfg.model_dump(), upstream="pretrain", tags=tags)
+    with distributed.on_main(tracking, distributed.Silent()) as tracker:
         generator = torch.Generator().manual_seed(base.seed)
         train = functools.partial(
             train_classifier, augment_cfg=cfg.augment, optim=cfg.optim, encoder_lr_scale=cfg.encoder_lr_scale,
-            epochs=cfg.epochs, batch_size=cfg.batch_size, runtime=runtime, log=tracker.log, generator=generator,
+            epochs=cfg.epochs, batch_size=batch, runtime=runtime, log=tracker.log, generator=generator,
         )  # fmt: skip
         summary = {"labeled": len(budget)}
         for name, init in inits.items():
@@ -56,9 +63,12 @@ def main() -> None:
                 threshold=cfg.pseudo_label_threshold, weight=cfg.pseudo_label_weight,
                 pseudo_epochs=cfg.pseudo_label_epochs, train=train, runtime=runtime, log=tracker.log, prefix=name,
             )  # fmt: skip
-            save_classifier(model, enc_cfg, num_classes, layout.finetuned, name)
+            if distributed.is_main():  # rank 0 writes the outputs
+                save_classifier(model, enc_cfg, num_classes, layout.finetuned, name)
             summary[f"{name}/val_acc"] = float((predict_proba(model, val_x, runtime).argmax(1) == val_y).mean())
             summary.update({f"{name}/round{i + 1}_{k}": v for i, h in enumerate(history) for k, v in h.items()})
+        if not distributed.is_main():
+            return
         logreg = classical.fit_logreg(*labeled, num_classes, cfg.classical_c, base.seed)
         classical.save(logreg, layout.finetuned / "classical.npz")
         write_json(layout.finetuned / "budget.json", {"indices": budget.tolist(), "count": len(budget)})

@@ -29,11 +29,20 @@ def main() -> None:
     classes = read_json(layout.prepared / "classes.json")
     tokenizer = load_tokenizer(layout.finetuned / "tokenizer.json")
     encoding = read_json(layout.finetuned / "encoding.json")
-    probas = {n: task.predict(load_classifier(layout.finetuned, n), tokenizer, test, encoding, runtime) for n in ("ssl", "scratch")}
+    probas = {
+        n: task.predict(load_classifier(layout.finetuned, n), tokenizer, test, encoding, runtime)
+        for n in ("ssl", "scratch")
+    }
     probas["classical"] = task.predict_classical(baselines.load(layout.finetuned / "classical.npz"), test)
 
     test_hash = data_hash(layout.prepared)
-    with stage_run("evaluate", experiment=base.experiment, params=cfg.model_dump(), upstream="finetune", tags={"sslflow.data_hash": test_hash}) as tracker:
+    with stage_run(
+        "evaluate",
+        experiment=base.experiment,
+        params=cfg.model_dump(),
+        upstream="finetune",
+        tags={"sslflow.data_hash": test_hash},
+    ) as tracker:
         metrics = task.write_reports(test, probas, classes, layout.reports, cfg.pr_points)
         tracker.log({f"{group}/{k}": v for group, m in metrics.items() for k, v in m.items()}, 0)
         for sub in ("classification", "plots", "figures"):
@@ -47,7 +56,8 @@ def main() -> None:
         version = ModelRegistry(reg.model_name).register_challenger(model_uri, evidence)
     score = "macro_f1" if task.name == "text-classification" else "entity_f1"
     print(
-        f"evaluate: {score} " + ", ".join(f"{n}={metrics[n][score]:.3f}" for n in probas)
+        f"evaluate: {score} "
+        + ", ".join(f"{n}={metrics[n][score]:.3f}" for n in probas)
         + f"; lift vs scratch {metrics['lift']['ssl_minus_scratch']:+.3f}, vs classical {metrics['lift']['ssl_minus_classical']:+.3f}"
         + f"; ssl registered as {reg.model_name} version {version} ({CHALLENGER})"
     )

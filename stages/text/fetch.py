@@ -22,7 +22,9 @@ def main() -> None:
          "scheme": data.scheme, "recoded": list(data.recoded)},
     )  # fmt: skip
     kind = "documents" if text.task == "text-classification" else f"sentences ({data.scheme} read as IOB2)"
-    print(f"fetch: {cfg.source} -> {layout.raw}: {manifest['count']} {kind}, {len(data.classes)} classes/tags")
+    print(
+        f"fetch: {cfg.source} -> {layout.raw}: {manifest['count']} {kind}, {len(data.classes)} classes/tags"
+    )
 
 
 if __name__ == "__main__":

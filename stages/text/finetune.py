@@ -36,22 +36,26 @@ def main() -> None:
     tokenizer = load_tokenizer(layout.prepared / "tokenizer.json")
     encoding = read_json(layout.prepared / "encoding.json")
     classes = read_json(layout.prepared / "classes.json")
-    train_set, val_set = read_jsonl(layout.prepared / "train.jsonl"), read_jsonl(layout.prepared / "val.jsonl")
+    train_set = read_jsonl(layout.prepared / "train.jsonl")
+    val_set = read_jsonl(layout.prepared / "val.jsonl")
     budget = draw_budget(task.budget_labels(train_set), labels_per_class=cfg.labels_per_class,
                          label_fraction=cfg.label_fraction, seed=cfg.label_seed, classes=task.budget_classes(classes))  # fmt: skip
     labeled = [train_set[i] for i in budget]
     arrays = task.training_arrays(tokenizer, labeled, classes, encoding)
 
-    encoder, bert = load_encoder(layout.encoder, hashlib.sha256((layout.prepared / "tokenizer.json").read_bytes()).hexdigest())
+    tokenizer_sha = hashlib.sha256((layout.prepared / "tokenizer.json").read_bytes()).hexdigest()
+    encoder, bert = load_encoder(layout.encoder, tokenizer_sha)
     torch.manual_seed(base.seed)
     inits = {"ssl": task.head(encoder, len(classes)), "scratch": task.head(build_bert(bert), len(classes))}
     tags = {"sslflow.data_hash": data_hash(layout.prepared)}
-    with stage_run("finetune", experiment=base.experiment, params=cfg.model_dump(), upstream="pretrain", tags=tags) as tracker:
+    with stage_run(
+        "finetune", experiment=base.experiment, params=cfg.model_dump(), upstream="pretrain", tags=tags
+    ) as tracker:
         summary = {"labeled": len(budget)}
         for name, init in inits.items():
             model = train(
                 runtime.prepare(init), *arrays, loss=task.loss, optim=cfg.optim, encoder_lr_scale=cfg.encoder_lr_scale,
-                epochs=cfg.epochs, batch_size=cfg.batch_size, runtime=runtime, log=tracker.log,
+                steps=cfg.steps, batch_size=cfg.batch_size, runtime=runtime, log=tracker.log,
                 generator=torch.Generator().manual_seed(base.seed), prefix=name,
             )  # fmt: skip
             save_classifier(model, bert, task.name, layout.finetuned, name)

@@ -34,14 +34,29 @@ def main() -> None:
         check_seen([e["tags"] for e in parts["train"]], [e["tags"] for e in parts["test"]])
 
     pool = [plain_text(e) for e in parts["train"]]
-    tokenizer = train_wordpiece(pool, vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency, lowercase=cfg.lowercase)
-    mlm = {s: pack_chunks(tokenizer, [plain_text(e) for e in parts[s]], cfg.max_length, cfg.stride) for s in ("train", "val")}
-    files = {f"{s}.jsonl": jsonl_bytes(parts[s]) for s in SPLITS} | {f"mlm_{s}.npy": npy_bytes(a) for s, a in mlm.items()}
+    tokenizer = train_wordpiece(
+        pool, vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency, lowercase=cfg.lowercase
+    )
+    mlm = {
+        s: pack_chunks(tokenizer, [plain_text(e) for e in parts[s]], cfg.max_length, cfg.stride)
+        for s in ("train", "val")
+    }
+    files = {f"{s}.jsonl": jsonl_bytes(parts[s]) for s in SPLITS} | {
+        f"mlm_{s}.npy": npy_bytes(a) for s, a in mlm.items()
+    }
     files["tokenizer.json"] = tokenizer.to_str().encode()
     files["classes.json"] = json.dumps(classes).encode()
-    files["encoding.json"] = json.dumps({"task": text.task, "max_length": cfg.max_length, "stride": cfg.stride}).encode()
-    counts = {s: len(parts[s]) for s in SPLITS} | {"pool": len(pool), "mlm_train_chunks": len(mlm["train"]), "mlm_val_chunks": len(mlm["val"])}
-    info = write_prepared_files(layout.prepared, files, {"counts": counts, "vocab_size": tokenizer.get_vocab_size()})
+    files["encoding.json"] = json.dumps(
+        {"task": text.task, "max_length": cfg.max_length, "stride": cfg.stride}
+    ).encode()
+    counts = {s: len(parts[s]) for s in SPLITS} | {
+        "pool": len(pool),
+        "mlm_train_chunks": len(mlm["train"]),
+        "mlm_val_chunks": len(mlm["val"]),
+    }
+    info = write_prepared_files(
+        layout.prepared, files, {"counts": counts, "vocab_size": tokenizer.get_vocab_size()}
+    )
     print(
         f"preprocess: train {counts['train']} / val {counts['val']} / test {counts['test']}, tokenizer "
         f"{tokenizer.get_vocab_size()} word pieces from the pool, {len(mlm['train'])} MLM chunks -> {layout.prepared}, "

@@ -42,15 +42,23 @@ def _tfidf(vocabulary: np.ndarray, idf: np.ndarray) -> TfidfVectorizer:
     return vectorizer
 
 
-def fit_tfidf_logreg(pool: Sequence[str], texts: Sequence[str], labels: np.ndarray, num_classes: int, c: float, seed: int) -> dict:
+def fit_tfidf_logreg(
+    pool: Sequence[str], texts: Sequence[str], labels: np.ndarray, num_classes: int, c: float, seed: int
+) -> dict:
     vectorizer = TfidfVectorizer(sublinear_tf=True, min_df=2).fit(pool)
     vocabulary = vectorizer.get_feature_names_out().astype(str)  # object arrays would need pickle
     coef, intercept = _linear(vectorizer.transform(texts), labels, num_classes, c, seed)
-    return {"kind": np.array("tfidf"), "features": vocabulary, "idf": vectorizer.idf_, "coef": coef, "intercept": intercept}
+    return {
+        "kind": np.array("tfidf"),
+        "features": vocabulary,
+        "idf": vectorizer.idf_,
+        "coef": coef,
+        "intercept": intercept,
+    }
 
 
 def _shape(word: str) -> str:
-    """"McDonald's" -> "XxXx'x": character classes with runs collapsed."""
+    """ "McDonald's" -> "XxXx'x": character classes with runs collapsed."""
     classes = re.sub(r"[A-Z]", "X", re.sub(r"[a-z]", "x", re.sub(r"[0-9]", "d", word)))
     return re.sub(r"(.)\1+", r"\1", classes)
 
@@ -76,11 +84,22 @@ def _word_matrix(sentences: Sequence[Sequence[str]], index: dict[str, int]) -> s
     return sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, len(index)))
 
 
-def fit_word_logreg(sentences: Sequence[Sequence[str]], tags: Sequence[Sequence[int]], num_tags: int, c: float, seed: int) -> dict:
-    features = sorted({f for tokens in sentences for i in range(len(tokens)) for f in word_features(tokens, i)})
+def fit_word_logreg(
+    sentences: Sequence[Sequence[str]], tags: Sequence[Sequence[int]], num_tags: int, c: float, seed: int
+) -> dict:
+    features = sorted(
+        {f for tokens in sentences for i in range(len(tokens)) for f in word_features(tokens, i)}
+    )
     x = _word_matrix(sentences, {f: i for i, f in enumerate(features)})
-    coef, intercept = _linear(x, np.concatenate([np.asarray(t, dtype=np.int64) for t in tags]), num_tags, c, seed)
-    return {"kind": np.array("words"), "features": np.array(features, dtype=str), "coef": coef, "intercept": intercept}
+    coef, intercept = _linear(
+        x, np.concatenate([np.asarray(t, dtype=np.int64) for t in tags]), num_tags, c, seed
+    )
+    return {
+        "kind": np.array("words"),
+        "features": np.array(features, dtype=str),
+        "coef": coef,
+        "intercept": intercept,
+    }
 
 
 def predict_documents(model: dict, texts: Sequence[str]) -> np.ndarray:

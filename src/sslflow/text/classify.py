@@ -18,7 +18,9 @@ def weighted_ce(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tenso
     return (F.cross_entropy(logits, labels, reduction="none") * weights).sum() / weights.sum()
 
 
-def chunk_examples(tokenizer: Tokenizer, texts: Sequence[str], labels: np.ndarray, max_length: int, stride: int):
+def chunk_examples(
+    tokenizer: Tokenizer, texts: Sequence[str], labels: np.ndarray, max_length: int, stride: int
+):
     """(ids (M, L), labels (M,), weights (M,)): each chunk carries its document's label and 1/chunks."""
     ids, owner = chunk_documents(tokenizer, texts, max_length, stride)
     per_doc = np.bincount(owner, minlength=len(texts))

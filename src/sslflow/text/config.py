@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from sslflow.config import Optim, Section
+from sslflow.config import Optim, Section, Train
 
 
 class TextFetch(Section):
@@ -30,7 +30,7 @@ class TextPreprocess(Section):
     min_frequency: int = Field(2, ge=1)
     lowercase: bool = False
     max_length: int = Field(128, ge=8)  # tokens per sequence, [CLS] and [SEP] included
-    stride: int = Field(32, ge=0)  # tokens shared by consecutive chunks of one long text
+    stride: int = Field(16, ge=0)  # tokens shared by consecutive chunks of one long text
 
     @model_validator(mode="after")
     def _stride_fits(self):
@@ -55,19 +55,20 @@ class BertSize(Section):
 
 class TextPretrain(Section):
     method: Literal["mlm"] = "mlm"
-    epochs: int = Field(8, gt=0)
+    epochs: int = Field(50, gt=0)
     batch_size: int = Field(32, gt=1)
-    max_steps: int | None = Field(None, gt=0)
+    max_steps: int | None = Field(480, gt=0)  # the learning-rate schedule ends here (or after `epochs`)
     mlm_probability: float = Field(0.15, gt=0, lt=1)
     model: BertSize = BertSize()
-    optim: Optim = Optim(lr=1e-3, weight_decay=0.01, warmup_epochs=1)
+    optim: Optim = Optim(lr=1e-3, weight_decay=0.01)
+    train: Train = Train()
 
 
 class TextFinetune(Section):
     labels_per_class: int | None = Field(10, gt=0)  # token-classification: labeled sentences
     label_fraction: float | None = Field(None, gt=0, le=1)
     label_seed: int = 0
-    epochs: int = Field(30, gt=0)
+    steps: int = Field(200, gt=0)  # optimizer steps, whatever the budget's size
     batch_size: int = Field(16, gt=0)
     optim: Optim = Optim(lr=1e-3, weight_decay=0.01)
     encoder_lr_scale: float = Field(0.3, ge=0)

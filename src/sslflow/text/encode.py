@@ -38,7 +38,9 @@ def pack_chunks(tokenizer: Tokenizer, texts: Sequence[str], max_length: int, str
     return _frame(tokenizer, _windows(stream[:-1], max_length - 2, stride), max_length)
 
 
-def chunk_documents(tokenizer: Tokenizer, texts: Sequence[str], max_length: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
+def chunk_documents(
+    tokenizer: Tokenizer, texts: Sequence[str], max_length: int, stride: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Each document cut into its own overlapping chunks: ids (M, max_length) int32 and, per chunk, the
     index of its document (M,) int64. An empty document still gives one chunk."""
     pieces, owner = [], []
@@ -49,14 +51,20 @@ def chunk_documents(tokenizer: Tokenizer, texts: Sequence[str], max_length: int,
     return _frame(tokenizer, pieces, max_length), np.array(owner, dtype=np.int64)
 
 
-def encode_words(tokenizer: Tokenizer, sentences: Sequence[Sequence[str]], max_length: int) -> tuple[np.ndarray, np.ndarray]:
+def encode_words(
+    tokenizer: Tokenizer, sentences: Sequence[Sequence[str]], max_length: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Pre-split words to ids (N, max_length) int32 and word_index (N, max_length) int64: the word a
     position is the first sub-word of, else -1. Words past `max_length` are cut (word_index lacks them)."""
     pieces, firsts = [], []
-    for encoding in tokenizer.encode_batch([list(s) for s in sentences], is_pretokenized=True, add_special_tokens=False):
+    for encoding in tokenizer.encode_batch(
+        [list(s) for s in sentences], is_pretokenized=True, add_special_tokens=False
+    ):
         ids, words = encoding.ids[: max_length - 2], encoding.word_ids[: max_length - 2]
         pieces.append(ids)
-        firsts.append([w if w is not None and (j == 0 or words[j - 1] != w) else -1 for j, w in enumerate(words)])
+        firsts.append(
+            [w if w is not None and (j == 0 or words[j - 1] != w) else -1 for j, w in enumerate(words)]
+        )
     word_index = np.full((len(pieces), max_length), -1, dtype=np.int64)
     for i, first in enumerate(firsts):
         word_index[i, 1 : 1 + len(first)] = first  # position 0 is [CLS]

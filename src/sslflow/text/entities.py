@@ -21,7 +21,9 @@ SCHEME = "IOB2, seqeval strict mode"
 def entity_report(true_tags: list[list[str]], pred_tags: list[list[str]]) -> dict:
     """seqeval's report as a dict (per type, micro, macro, weighted avg) plus a summary."""
     pred = [to_iob2(p) for p in pred_tags]
-    report = classification_report(true_tags, pred, mode="strict", scheme=IOB2, output_dict=True, zero_division=0)
+    report = classification_report(
+        true_tags, pred, mode="strict", scheme=IOB2, output_dict=True, zero_division=0
+    )
     report = {k: {m: float(v) for m, v in r.items()} for k, r in report.items()}
     report["summary"] = {
         "entity_f1": report["micro avg"]["f1-score"],
@@ -37,11 +39,22 @@ def markdown(reports: dict[str, dict]) -> str:
     lines = [f"Entity-level scores ({SCHEME}).", ""]
     for model, rep in reports.items():
         types = [k for k in rep if k not in ("summary", "micro avg", "macro avg", "weighted avg")]
-        lines += [f"## {model}", "", "| entity | precision | recall | f1 | support |", "|---|---|---|---|---|"]
+        lines += [
+            f"## {model}",
+            "",
+            "| entity | precision | recall | f1 | support |",
+            "|---|---|---|---|---|",
+        ]
         for t in [*types, "micro avg", "macro avg"]:
             r = rep[t]
-            lines.append(f"| {t} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1-score']:.3f} | {int(r['support'])} |")
-        lines += ["", f"entity F1 (micro) {rep['summary']['entity_f1']:.3f}, macro-F1 {rep['summary']['macro_f1']:.3f}", ""]
+            lines.append(
+                f"| {t} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1-score']:.3f} | {int(r['support'])} |"
+            )
+        lines += [
+            "",
+            f"entity F1 (micro) {rep['summary']['entity_f1']:.3f}, macro-F1 {rep['summary']['macro_f1']:.3f}",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -65,6 +78,9 @@ def write_all(true_tags: list[list[str]], word_probas: dict[str, list[np.ndarray
     metrics = {name: rep["summary"] for name, rep in reports.items()}
     if {"ssl", "scratch", "classical"} <= metrics.keys():
         f1 = {name: m["entity_f1"] for name, m in metrics.items()}
-        metrics["lift"] = {"ssl_minus_scratch": f1["ssl"] - f1["scratch"], "ssl_minus_classical": f1["ssl"] - f1["classical"]}
+        metrics["lift"] = {
+            "ssl_minus_scratch": f1["ssl"] - f1["scratch"],
+            "ssl_minus_classical": f1["ssl"] - f1["classical"],
+        }
     write_json(reports_dir / "metrics.json", metrics)
     return metrics

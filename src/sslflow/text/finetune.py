@@ -3,6 +3,7 @@
 Batches are (ids, attention mask, labels, weights); the task decides the loss and what labels mean.
 """
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -24,19 +25,32 @@ def train(
     loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
     optim: Optim,
     encoder_lr_scale: float,
-    epochs: int,
+    steps: int,
     batch_size: int,
     runtime: Runtime,
     log: Log,
     generator: torch.Generator,
     prefix: str,
 ) -> torch.nn.Module:
-    """Fit `model` on ids (N, L), labels (N,) or (N, L), weights (N,); `loss(logits, labels, weights)`."""
+    """Fit `model` for `steps` steps on ids (N, L), labels (N,) or (N, L), weights (N,): a budget-independent
+    length, so 5 and 50 labeled examples get the same number of updates. `loss(logits, labels, weights)`."""
     ids_t = torch.as_tensor(np.asarray(ids), dtype=torch.long)
-    data = TensorDataset(ids_t, ids_t != 0, torch.as_tensor(labels), torch.as_tensor(weights, dtype=torch.float32))
-    loader = DataLoader(data, batch_size=min(batch_size, len(data)), shuffle=True, drop_last=len(data) > batch_size, generator=generator)
+    data = TensorDataset(
+        ids_t, ids_t != 0, torch.as_tensor(labels), torch.as_tensor(weights, dtype=torch.float32)
+    )
+    loader = DataLoader(
+        data,
+        batch_size=min(batch_size, len(data)),
+        shuffle=True,
+        drop_last=len(data) > batch_size,
+        generator=generator,
+    )
     optimizer = build_optimizer(
-        [{"params": list(model.head.parameters())}, {"params": list(model.bert.parameters()), "lr_scale": encoder_lr_scale}], optim
+        [
+            {"params": list(model.head.parameters())},
+            {"params": list(model.bert.parameters()), "lr_scale": encoder_lr_scale},
+        ],
+        optim,
     )
 
     def step(batch) -> torch.Tensor:
@@ -45,14 +59,16 @@ def train(
 
     fit(
         model=model, step=step, loader=loader, optimizer=optimizer,
-        scheduler=build_schedule(optimizer, optim, epochs * len(loader), len(loader)), epochs=epochs,
-        runtime=runtime, log=log, prefix=prefix,
+        scheduler=build_schedule(optimizer, optim, steps, len(loader)), epochs=math.ceil(steps / len(loader)),
+        runtime=runtime, log=log, max_steps=steps, prefix=prefix,
     )  # fmt: skip
     return model.eval()
 
 
 @torch.no_grad()
-def probabilities(model: torch.nn.Module, ids: np.ndarray, runtime: Runtime, batch_size: int = 64) -> np.ndarray:
+def probabilities(
+    model: torch.nn.Module, ids: np.ndarray, runtime: Runtime, batch_size: int = 64
+) -> np.ndarray:
     """softmax(model(ids)) in eval mode: (N, K) for sequence heads, (N, L, K) for token heads."""
     was_training = model.training
     model.eval()

@@ -4,7 +4,6 @@ DataCollatorForLanguageModeling; the loop is sslflow.train.fit.
 """
 
 import math
-from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -15,38 +14,50 @@ from transformers import BertConfig, BertForMaskedLM, DataCollatorForLanguageMod
 from sslflow.runtime import Runtime
 
 
-class Chunks(Dataset):
-    """Rows of an (M, L) id array, padding stripped: the collator pads again and builds attention masks."""
+class MaskedChunks(Dataset):
+    """Rows of an (M, L) id array, each masked on its own: under sampling.Seeded the masks depend on the
+    item's seed alone, so an interrupted epoch resumes with the same masks. Items are dicts of (L,) tensors
+    (input_ids, attention_mask, labels with -100 where nothing is predicted)."""
 
-    def __init__(self, ids: np.ndarray, pad_id: int = 0):
+    def __init__(self, ids: np.ndarray, masker: DataCollatorForLanguageModeling, pad_id: int = 0):
         self.ids = ids
+        self.masker = masker
         self.pad_id = pad_id
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         row = np.asarray(self.ids[i])
-        return {"input_ids": row[row != self.pad_id].tolist()}
+        real = int((row != self.pad_id).sum())  # padding is only ever at the end
+        masked = self.masker([{"input_ids": row[:real].tolist()}])
+        item = {
+            "input_ids": torch.full((len(row),), self.pad_id, dtype=torch.long),
+            "attention_mask": torch.zeros(len(row), dtype=torch.long),
+            "labels": torch.full((len(row),), -100, dtype=torch.long),
+        }
+        for key, value in item.items():
+            value[:real] = masked[key][0]
+        return item
 
 
 def build_mlm(config: dict) -> BertForMaskedLM:
     return BertForMaskedLM(BertConfig(**config))
 
 
-def collator(tokenizer: PreTrainedTokenizerFast, probability: float, seed: int | None = None) -> Callable[[list], dict]:
-    """80/10/10 replacement of the chosen tokens; a `seed` makes the masks the same on every pass.
-    The batch comes back as a plain dict (input_ids, attention_mask, labels), which the loop moves to the device."""
-    masker = DataCollatorForLanguageModeling(
-        tokenizer, mlm_probability=probability, mask_replace_prob=0.8, random_replace_prob=0.1, seed=seed
+def masker(tokenizer: PreTrainedTokenizerFast, probability: float) -> DataCollatorForLanguageModeling:
+    """`probability` of the tokens are chosen; 80% of those become [MASK], 10% a random token, 10% stay."""
+    return DataCollatorForLanguageModeling(
+        tokenizer, mlm_probability=probability, mask_replace_prob=0.8, random_replace_prob=0.1
     )
-    return lambda examples: dict(masker(examples))
 
 
 def masked_loss(model: BertForMaskedLM, batch: dict, reduction: str = "mean") -> torch.Tensor:
     """Cross-entropy on the masked positions only. The vocabulary projection is applied to those
     positions alone: it is most of a small model's compute, and the other 85% of its outputs are unused."""
-    hidden = model.bert(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    hidden = model.bert(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+    ).last_hidden_state
     labels = batch["labels"]  # (B, L), -100 where not masked
     chosen = labels != -100
     if not chosen.any():
@@ -65,12 +76,14 @@ def perplexity(model: BertForMaskedLM, ids: np.ndarray, tokenizer: PreTrainedTok
     """exp(mean masked-token loss) on `ids` with masks drawn from `seed`: comparable across epochs."""
     was_training = model.training
     model.eval()
-    loader = DataLoader(Chunks(ids), batch_size=batch_size, collate_fn=collator(tokenizer, probability, seed))
+    data = MaskedChunks(ids, masker(tokenizer, probability))
     total, count = 0.0, 0
-    for batch in loader:
-        batch = {k: v.to(runtime.device) for k, v in batch.items()}
-        with runtime.autocast():
-            total += masked_loss(model, batch, reduction="sum").item()
-        count += int((batch["labels"] != -100).sum())
+    with torch.random.fork_rng(devices=[]):  # fixed masks, and the training RNG stream is left as it was
+        torch.manual_seed(seed)
+        for batch in DataLoader(data, batch_size=batch_size):
+            batch = {k: v.to(runtime.device) for k, v in batch.items()}
+            with runtime.autocast():
+                total += masked_loss(model, batch, reduction="sum").item()
+            count += int((batch["labels"] != -100).sum())
     model.train(was_training)
     return math.exp(total / max(count, 1))

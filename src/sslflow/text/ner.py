@@ -53,7 +53,9 @@ def find_entities(model: torch.nn.Module, tokenizer: Tokenizer, texts: Sequence[
     """Entity spans in raw strings: words are split as the tokenizer splits them (whitespace and
     punctuation), tagged, and each entity is {"text", "type", "start", "end"} in characters, end exclusive."""
     words = [tokenizer.pre_tokenizer.pre_tokenize_str(t) for t in texts]  # [(word, (start, end))]
-    probas = predict_words(model, tokenizer, [[w for w, _ in ws] for ws in words], max_length=max_length, runtime=runtime)
+    probas = predict_words(
+        model, tokenizer, [[w for w, _ in ws] for ws in words], max_length=max_length, runtime=runtime
+    )
     found = []
     for text, ws, p in zip(texts, words, probas):
         iob2 = to_iob2([tags[k] for k in p.argmax(1)])

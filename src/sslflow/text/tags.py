@@ -27,22 +27,24 @@ def to_iob2(tags: Sequence[str]) -> list[str]:
 
 
 def tag_set(sentences_tags: Sequence[Sequence[str]]) -> list[str]:
-    """"O", then B-X and I-X for each entity type X in sorted order: index = label id."""
+    """ "O", then B-X and I-X for each entity type X in sorted order: index = label id."""
     types = sorted({t[2:] for tags in sentences_tags for t in tags if t != "O"})
     return ["O"] + [f"{p}-{x}" for x in types for p in ("B", "I")]
 
 
 def spans(tags: Sequence[str]) -> list[tuple[str, int, int]]:
-    """(type, first, end) word ranges of the entities in an IOB2 sequence, end exclusive."""
-    found = []
-    start = None
-    for i, tag in enumerate([*tags, "O"]):
-        if start is not None and not (tag.startswith("I-") and tag[2:] == found_type):
-            found.append((found_type, start, i))
-            start = None
-        if tag.startswith("B-") or (tag.startswith("I-") and start is None):
-            start, found_type = i, tag[2:]
-    return found
+    """(type, first, end) word ranges of the entities in an IOB2 sequence, end exclusive; an I-X that
+    does not continue an X entity opens one, as in to_iob2."""
+    found: list[list] = []
+    for i, tag in enumerate(tags):
+        if tag == "O":
+            continue
+        kind = tag[2:]
+        if tag.startswith("I-") and found and found[-1][0] == kind and found[-1][2] == i:
+            found[-1][2] = i + 1
+        else:
+            found.append([kind, i, i + 1])
+    return [tuple(f) for f in found]
 
 
 def check_seen(train_tags: Sequence[Sequence[str]], test_tags: Sequence[Sequence[str]]) -> None:

@@ -28,23 +28,41 @@ class Documents:
         return classes
 
     def training_arrays(self, tokenizer: Tokenizer, examples: list[dict], classes: list[str], encoding: dict):
-        return chunk_examples(tokenizer, [e["text"] for e in examples], self.budget_labels(examples), encoding["max_length"], encoding["stride"])
+        return chunk_examples(
+            tokenizer,
+            [e["text"] for e in examples],
+            self.budget_labels(examples),
+            encoding["max_length"],
+            encoding["stride"],
+        )
 
     def predict(self, model, tokenizer: Tokenizer, examples: list[dict], encoding: dict, runtime):
         return predict_documents(model, tokenizer, [e["text"] for e in examples], max_length=encoding["max_length"],
                                  stride=encoding["stride"], runtime=runtime)  # fmt: skip
 
-    def fit_classical(self, pool: list[dict], labeled: list[dict], classes: list[str], c: float, seed: int) -> dict:
+    def fit_classical(
+        self, pool: list[dict], labeled: list[dict], classes: list[str], c: float, seed: int
+    ) -> dict:
         texts = [e["text"] for e in labeled]
-        return baselines.fit_tfidf_logreg([e["text"] for e in pool], texts, self.budget_labels(labeled), len(classes), c, seed)
+        return baselines.fit_tfidf_logreg(
+            [e["text"] for e in pool], texts, self.budget_labels(labeled), len(classes), c, seed
+        )
 
     def predict_classical(self, model: dict, examples: list[dict]):
         return baselines.predict_documents(model, [e["text"] for e in examples])
 
     def score(self, examples: list[dict], proba, classes: list[str]) -> dict[str, float]:
-        return {"val_macro_f1": float(f1_score(self.budget_labels(examples), proba.argmax(1), average="macro", labels=range(len(classes))))}
+        return {
+            "val_macro_f1": float(
+                f1_score(
+                    self.budget_labels(examples), proba.argmax(1), average="macro", labels=range(len(classes))
+                )
+            )
+        }
 
-    def write_reports(self, examples: list[dict], probas: dict, classes: list[str], reports_dir, pr_points: int) -> dict:
+    def write_reports(
+        self, examples: list[dict], probas: dict, classes: list[str], reports_dir, pr_points: int
+    ) -> dict:
         return report.write_all(self.budget_labels(examples), probas, classes, reports_dir, pr_points)
 
     def raw_inputs(self, examples: list[dict]) -> list[str]:
@@ -65,12 +83,22 @@ class Sentences:
         return ["sentence"]
 
     def training_arrays(self, tokenizer: Tokenizer, examples: list[dict], classes: list[str], encoding: dict):
-        return tag_examples(tokenizer, examples, {t: i for i, t in enumerate(classes)}, encoding["max_length"])
+        return tag_examples(
+            tokenizer, examples, {t: i for i, t in enumerate(classes)}, encoding["max_length"]
+        )
 
     def predict(self, model, tokenizer: Tokenizer, examples: list[dict], encoding: dict, runtime):
-        return predict_words(model, tokenizer, [e["tokens"] for e in examples], max_length=encoding["max_length"], runtime=runtime)
+        return predict_words(
+            model,
+            tokenizer,
+            [e["tokens"] for e in examples],
+            max_length=encoding["max_length"],
+            runtime=runtime,
+        )
 
-    def fit_classical(self, pool: list[dict], labeled: list[dict], classes: list[str], c: float, seed: int) -> dict:
+    def fit_classical(
+        self, pool: list[dict], labeled: list[dict], classes: list[str], c: float, seed: int
+    ) -> dict:
         index = {t: i for i, t in enumerate(classes)}
         tags = [[index[t] for t in e["tags"]] for e in labeled]
         return baselines.fit_word_logreg([e["tokens"] for e in labeled], tags, len(classes), c, seed)
@@ -80,9 +108,15 @@ class Sentences:
 
     def score(self, examples: list[dict], probas, classes: list[str]) -> dict[str, float]:
         pred = [[classes[k] for k in p.argmax(1)] for p in probas]
-        return {"val_entity_f1": entities.entity_report([e["tags"] for e in examples], pred)["summary"]["entity_f1"]}
+        return {
+            "val_entity_f1": entities.entity_report([e["tags"] for e in examples], pred)["summary"][
+                "entity_f1"
+            ]
+        }
 
-    def write_reports(self, examples: list[dict], probas: dict, classes: list[str], reports_dir, pr_points: int) -> dict:
+    def write_reports(
+        self, examples: list[dict], probas: dict, classes: list[str], reports_dir, pr_points: int
+    ) -> dict:
         return entities.write_all([e["tags"] for e in examples], probas, classes, reports_dir, pr_points)
 
     def raw_inputs(self, examples: list[dict]) -> list[str]:

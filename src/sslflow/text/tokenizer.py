@@ -15,7 +15,9 @@ PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL = [PAD, UNK, CLS, SEP, MASK]  # ids 0..4 in this order
 
 
-def train_wordpiece(texts: Iterable[str], *, vocab_size: int, min_frequency: int, lowercase: bool) -> Tokenizer:
+def train_wordpiece(
+    texts: Iterable[str], *, vocab_size: int, min_frequency: int, lowercase: bool
+) -> Tokenizer:
     tokenizer = Tokenizer(models.WordPiece(unk_token=UNK))
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=lowercase, strip_accents=lowercase)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
@@ -42,5 +44,10 @@ def load_tokenizer(path: Path) -> Tokenizer:
 def for_transformers(tokenizer: Tokenizer) -> PreTrainedTokenizerFast:
     """The same tokenizer behind the interface transformers' data collators expect."""
     return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, pad_token=PAD, unk_token=UNK, cls_token=CLS, sep_token=SEP, mask_token=MASK
+        tokenizer_object=tokenizer,
+        pad_token=PAD,
+        unk_token=UNK,
+        cls_token=CLS,
+        sep_token=SEP,
+        mask_token=MASK,
     )

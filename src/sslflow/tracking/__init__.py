@@ -144,7 +144,9 @@ def _step_of(line: str) -> int | None:
         return None
 
 
-def _open_run(mlflow, stage: str, experiment: str, params: dict, tags: dict, resume_run_id: str | None):
+def _open_run(
+    mlflow, stage: str, experiment: str, params: dict, tags: dict, resume_run_id: str | None, upstream_run_id: str
+):
     uri = tracking_uri()
     _probe(uri)
     mlflow.set_tracking_uri(uri)
@@ -161,7 +163,14 @@ def _open_run(mlflow, stage: str, experiment: str, params: dict, tags: dict, res
     run = run or mlflow.start_run(run_name=stage, tags=tags)
     # A resumed run keeps the params it was started with: MLflow refuses to change a logged value.
     logged = mlflow.get_run(run.info.run_id).data.params if resume_run_id else {}
-    mlflow.log_params({k: v for k, v in flatten(params, f"{stage}.").items() if k not in logged})
+    # The upstream run's params come along (transitively), so that comparing two evaluate runs in the UI
+    # shows the finetune and pretrain settings that produced them.
+    try:
+        inherited = mlflow.get_run(upstream_run_id).data.params if upstream_run_id else {}
+    except mlflow.exceptions.MlflowException:  # the upstream run lives in another store
+        inherited = {}
+    own = flatten(params, f"{stage}.")
+    mlflow.log_params({k: v for k, v in {**inherited, **own}.items() if k not in logged})
     return run
 
 
@@ -199,7 +208,9 @@ def stage_run(
         **(tags or {}),
     }
     try:
-        run_id = _open_run(mlflow, stage, experiment, params, all_tags, resume_run_id).info.run_id
+        run_id = _open_run(
+            mlflow, stage, experiment, params, all_tags, resume_run_id, parent.get("run_id", "")
+        ).info.run_id
     except Exception as err:  # server down, refused, or a broken store: train anyway, locally
         _warn_offline(err, metrics_path)
         run_id = None

@@ -3,6 +3,8 @@
 Logged as "models from code" (this file) with the sslflow package as its code, so it loads without the
 project's stages or a pickled Python object; weights are safetensors.
 Input: uint8 tensor (N, C, H, W) in the training shape; MLflow enforces dtype and shape from the signature.
+Over REST, send integers 0-255: MLflow's JSON parser casts numbers to uint8, so a fraction is truncated, not
+rejected (an integer out of range, or a wrong shape, is a 400 error).
 Output: one row per image with `label` (the class name) and `proba_<class>` for every class.
 """
 

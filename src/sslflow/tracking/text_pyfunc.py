@@ -19,7 +19,9 @@ from sslflow.text.models import load_classifier
 from sslflow.text.ner import find_entities
 from sslflow.text.tokenizer import load_tokenizer
 
-CPU = Runtime(torch.device("cpu"), torch.float32, pin_memory=False, channels_last=False, compile=False, num_workers=0)
+CPU = Runtime(
+    torch.device("cpu"), torch.float32, pin_memory=False, channels_last=False, compile=False, num_workers=0
+)
 
 
 class TextModel(mlflow.pyfunc.PythonModel):
@@ -33,11 +35,20 @@ class TextModel(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input, params=None) -> pd.DataFrame:
         texts = [str(t) for t in model_input["text"]]  # MLflow has enforced the `text` column
         if self.encoding["task"] == "token-classification":
-            found = find_entities(self.model, self.tokenizer, texts, self.classes, max_length=self.encoding["max_length"], runtime=CPU)
+            found = find_entities(
+                self.model,
+                self.tokenizer,
+                texts,
+                self.classes,
+                max_length=self.encoding["max_length"],
+                runtime=CPU,
+            )
             return pd.DataFrame({"entities": found})
         columns = [f"proba_{c}" for c in self.classes]
         if not texts:
-            return pd.DataFrame({"label": pd.Series(dtype=str), **{c: pd.Series(dtype=float) for c in columns}})
+            return pd.DataFrame(
+                {"label": pd.Series(dtype=str), **{c: pd.Series(dtype=float) for c in columns}}
+            )
         proba = predict_documents(self.model, self.tokenizer, texts, max_length=self.encoding["max_length"],
                                   stride=self.encoding["stride"], runtime=CPU)  # fmt: skip
         result = pd.DataFrame(proba, columns=columns)

@@ -1,0 +1,80 @@
+"""`pretrain.method` -> the parts the pretrain stage trains with the one loop in train.fit.
+
+Every method ends in the same kind of encoder (B, C, H, W) -> (B, feature_dim), saved with
+artifacts.save_encoder, so finetune and evaluate do not know which method made it.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from sslflow import autoencoder, mae, simclr, vae
+from sslflow.config import Pretrain
+from sslflow.encoders import EncoderConfig, build_encoder
+from sslflow.errors import SslflowError
+from sslflow.views import TwoViews, augment, normalize
+
+
+@dataclass(frozen=True)
+class Method:
+    model: nn.Module  # everything the optimizer trains
+    views: Callable[[torch.Tensor], object]  # uint8 image (C, H, W) -> one training item for the step
+    step: Callable[[nn.Module], Callable]  # model (or its compiled form) -> step(batch) -> loss
+    encoder: Callable[[], nn.Module]  # the encoder in its current state, to embed with and to save
+    encoder_config: EncoderConfig
+    show: Callable[[torch.Tensor], dict[str, torch.Tensor]]  # uint8 images (n, C, H, W) -> named rows, in [-1, 1]
+
+
+def cnn_encoder_config(cfg: Pretrain, in_channels: int) -> EncoderConfig:
+    """The CNN of simclr, autoencoder and vae, from `pretrain.encoder`."""
+    return EncoderConfig(arch=cfg.encoder.arch, in_channels=in_channels, width=cfg.encoder.width, feature_dim=cfg.encoder.feature_dim)
+
+
+def _vit_config(cfg: Pretrain, in_channels: int, size: tuple[int, int]) -> EncoderConfig:
+    m = cfg.mae
+    if size[0] != size[1] or size[0] % m.patch_size:
+        raise SslflowError(
+            f"pretrain.method mae needs square images whose side is a multiple of pretrain.mae.patch_size "
+            f"({m.patch_size}); the images are {size[0]}x{size[1]}"
+        )
+    return EncoderConfig(
+        arch="vit", in_channels=in_channels, width=m.hidden_size, feature_dim=m.hidden_size,
+        image_size=size[0], patch_size=m.patch_size, depth=m.depth, heads=m.heads,
+    )  # fmt: skip
+
+
+def build(cfg: Pretrain, in_channels: int, size: tuple[int, int]) -> Method:
+    """The method named by `cfg.method`, freshly initialized, for images (in_channels, *size)."""
+    view = augment(cfg.augment, size)
+    if cfg.method == "simclr":
+        enc = cnn_encoder_config(cfg, in_channels)
+        model = simclr.SimCLR(build_encoder(enc), enc.feature_dim, cfg.proj_dim)
+        return Method(
+            model, TwoViews(view), lambda m: simclr.simclr_step(m, cfg.temperature), lambda: model.backbone, enc,
+            lambda images: {"original": normalize()(images), **{f"view {k}": torch.stack([view(im) for im in images]) for k in (1, 2)}},
+        )  # fmt: skip
+    if cfg.method == "autoencoder":
+        enc = cnn_encoder_config(cfg, in_channels)
+        model = autoencoder.Autoencoder(build_encoder(enc), enc.feature_dim, in_channels, enc.width, size)
+        return Method(model, view, autoencoder.autoencoder_step, lambda: model.backbone, enc, _shown(autoencoder.show, model))
+    if cfg.method == "vae":
+        enc = cnn_encoder_config(cfg, in_channels)
+        model = vae.VAE(build_encoder(enc), enc.feature_dim, cfg.vae.latent_dim, in_channels, enc.width, size)
+        return Method(model, view, lambda m: vae.vae_step(m, cfg.vae.beta), lambda: model.backbone, enc, _shown(vae.show, model))
+    if cfg.method == "mae":
+        enc = _vit_config(cfg, in_channels, size)
+        model = mae.MAE(enc, cfg.mae.mask_ratio, cfg.mae.decoder_depth, cfg.mae.norm_pix_loss)
+        return Method(model, view, mae.mae_step, model.encoder, enc, _shown(mae.show, model))
+    raise ValueError(f"unknown pretrain method {cfg.method!r}")
+
+
+def _shown(show: Callable, model: nn.Module) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
+    """A module's show(model, x) on uint8 images, normalized and moved to the model's device, and back."""
+
+    def shown(images: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = normalize()(images).to(next(model.parameters()).device)
+        return {name: row.float().cpu() for name, row in show(model, x).items()}
+
+    return shown

@@ -1,0 +1,43 @@
+"""label_efficiency: gather the sweep's cells into one table and one plot.
+
+    python stages/image/label_efficiency.py --cells DIR
+
+Writes reports/label_efficiency.json (and .md), the curve reports/label_efficiency.png (macro-F1 against labels
+per class, one line per method and baseline) and its data for DVC, reports/label_efficiency/*.csv; all of them
+go to MLflow too.
+"""
+
+import argparse
+from pathlib import Path
+
+from sslflow import config, pictures
+from sslflow import label_efficiency as le
+from sslflow.cli import run
+from sslflow.paths import Layout
+from sslflow.tracking import stage_run
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cells", type=Path, required=True, help="the sweep cells' directory")
+    args = ap.parse_args()
+    layout = Layout()
+    base = config.load(layout.params, "base", config.Base)
+    sw = config.load(layout.params, "sweep", config.Sweep)
+
+    variants = [*sw.methods, *map(le.probe, sw.methods), *map(le.self_training, sw.self_training), *le.BASELINES]
+    table = le.table(le.gather(args.cells, sw.budgets, variants))
+    out = {"json": layout.reports / "label_efficiency.json", "md": layout.reports / "label_efficiency.md",
+           "csv": layout.reports / "label_efficiency", "png": layout.reports / "label_efficiency.png"}  # fmt: skip
+    le.write(table, out["json"], out["md"], out["csv"])
+    title = f"label efficiency: test macro-F1, mean ± std over {sw.draws} label draws"
+    pictures.label_efficiency_curve(le.curves(table), set(le.BASELINES), out["png"], title)
+    with stage_run("sweep/label_efficiency", experiment=base.experiment, params=sw.model_dump(), upstream=None) as tracker:
+        tracker.log({f"{v}/{b}/macro_f1": row[b]["macro_f1_mean"] for v, row in table["variants"].items() for b in table["budgets"]}, 0)
+        for path in out.values():
+            tracker.log_artifact(path, "label_efficiency")
+    print(out["md"].read_text())
+
+
+if __name__ == "__main__":
+    run(main)

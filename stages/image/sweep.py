@@ -1,0 +1,123 @@
+"""sweep: one cell of the label-efficiency sweep (sweep/dvc.yaml): variants at one label budget, over
+`sweep.draws` label draws, scored on the test split.
+
+    python stages/image/sweep.py ssl --method M --encoder DIR --budget B --out DIR            # M, M-probe
+    python stages/image/sweep.py self-training --method M --encoder DIR --budget B --out DIR  # M-self-training
+    python stages/image/sweep.py baselines --budget B --out DIR                               # scratch, classical
+
+M fine-tunes the encoder as the finetune stage does (same `finetune` params and library); M-self-training adds
+sweep.pseudo_label_rounds rounds of pseudo-labels; M-probe is logistic regression on its frozen embeddings.
+Draw d uses label seed finetune.label_seed + d; a fit takes at most sweep.max_steps steps. Writes
+DIR/<variant>.json.
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sslflow import classical, config
+from sslflow import label_efficiency as le
+from sslflow.artifacts import load_encoder
+from sslflow.atomic import write_json
+from sslflow.cli import run
+from sslflow.embed import apply
+from sslflow.encoders import build_encoder
+from sslflow.finetune import clone_init, predict_proba, self_train
+from sslflow.heads import Classifier
+from sslflow.methods import cnn_encoder_config
+from sslflow.paths import Layout
+from sslflow.report import per_class
+from sslflow.runtime import resolve, seed_everything
+from sslflow.splits import data_hash, draw_budget
+from sslflow.tracking import stage_run
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("kind", choices=["ssl", "self-training", "baselines"])
+    ap.add_argument("--method", help="the pretraining method whose encoder is used")
+    ap.add_argument("--encoder", type=Path, help="its encoder directory")
+    ap.add_argument("--budget", required=True, help=f"labels per class, or {le.ALL}")
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    if args.kind != "baselines" and (args.method is None or args.encoder is None):
+        ap.error(f"{args.kind} needs --method and --encoder")
+    layout = Layout()
+    base = config.load(layout.params, "base", config.Base)
+    ft = config.load(layout.params, "finetune", config.Finetune)
+    sw = config.load(layout.params, "sweep", config.Sweep)
+    budget = le.parse_budget(args.budget)
+    runtime = resolve(base)
+    seed_everything(base.seed)
+
+    train_x = np.load(layout.prepared / "train_images.npy")
+    train_y = np.load(layout.prepared / "train_labels.npy")
+    pool = np.load(layout.prepared / "pool_images.npy", mmap_mode="r")
+    test_x = np.load(layout.prepared / "test_images.npy")
+    test_y = np.load(layout.prepared / "test_labels.npy")
+    classes = json.loads((layout.prepared / "classes.json").read_text())
+
+    def finetuned(make_encoder, feature_dim: int, rounds: int):
+        """Test probabilities of a classifier on make_encoder() fitted to the draw, as the finetune stage fits."""
+
+        def fit(idx: np.ndarray, draw: int, log, prefix: str) -> np.ndarray:
+            init = Classifier(make_encoder(), feature_dim, len(classes), freeze_encoder=ft.mode == "linear")
+            model, _ = self_train(
+                clone_init(runtime.prepare(init)), (train_x[idx], train_y[idx]), pool, rounds=rounds,
+                threshold=ft.pseudo_label_threshold, weight=ft.pseudo_label_weight, pseudo_epochs=ft.pseudo_label_epochs,
+                train=le.capped_train(ft, sw.max_steps, runtime, log, seed=ft.label_seed + draw), runtime=runtime, log=log, prefix=prefix,
+            )  # fmt: skip
+            return predict_proba(model, test_x, runtime)
+
+        return fit
+
+    if args.kind == "baselines":
+        # scratch: the CNN methods' architecture (pretrain.encoder) from random init
+        enc_cfg = cnn_encoder_config(config.load(layout.params, "pretrain", config.Pretrain), train_x.shape[1])
+        fitters = {
+            "scratch": ("baseline", finetuned(lambda: build_encoder(enc_cfg), enc_cfg.feature_dim, rounds=0)),
+            "classical": ("baseline", lambda idx, draw, log, prefix: classical.predict_proba(
+                classical.fit_logreg(train_x[idx], train_y[idx], len(classes), ft.classical_c, base.seed), test_x
+            )),
+        }  # fmt: skip
+    else:
+        encoder, enc_cfg = load_encoder(args.encoder)
+        if args.kind == "self-training":
+            fitters = {le.self_training(args.method): ("self-training", finetuned(lambda: encoder, enc_cfg.feature_dim, sw.pseudo_label_rounds))}
+        else:
+            features = (apply(encoder, train_x, runtime), apply(encoder, test_x, runtime))  # frozen: embedded once
+            fitters = {
+                args.method: ("ssl", finetuned(lambda: encoder, enc_cfg.feature_dim, rounds=0)),
+                le.probe(args.method): ("probe", lambda idx, draw, log, prefix: le.linear_probe(
+                    features[0][idx], train_y[idx], features[1], len(classes), sw.probe_c, base.seed
+                )),
+            }  # fmt: skip
+
+    params = {"sweep": sw.model_dump(), "finetune": ft.model_dump(), "cell": {"kind": args.kind, "budget": budget}}
+    upstream = f"sweep/pretrain-{args.method}" if args.method else None
+    tags = {"sslflow.data_hash": data_hash(layout.prepared)}
+    name = f"sweep/{args.kind}-{args.method}-{budget}" if args.method else f"sweep/{args.kind}-{budget}"
+    with stage_run(name, experiment=base.experiment, params=params, upstream=upstream, tags=tags) as tracker:
+        draws = {name: [] for name in fitters}
+        for d in range(sw.draws):
+            idx = draw_budget(train_y, **le.budget_kwargs(budget), seed=ft.label_seed + d, classes=classes)
+            for name, (_, fit) in fitters.items():
+                torch.manual_seed(base.seed + d)  # each draw is also a new initialization and data order
+                start = time.perf_counter()
+                summary = per_class(test_y, fit(idx, d, tracker.log, f"{name}/draw{d}"), classes)["summary"]
+                draws[name].append({"label_seed": ft.label_seed + d, "labeled": len(idx), "macro_f1": summary["macro_f1"],
+                                    "accuracy": summary["accuracy"], "wall_s": time.perf_counter() - start})  # fmt: skip
+                tracker.log({f"{name}/macro_f1": summary["macro_f1"], f"{name}/accuracy": summary["accuracy"]}, d)
+        for name, results in draws.items():
+            cell = le.summarize(name, fitters[name][0], budget, len(classes), results)
+            write_json(args.out / f"{name}.json", cell)
+            tracker.log({f"{name}/macro_f1_mean": cell["macro_f1_mean"], f"{name}/macro_f1_std": cell["macro_f1_std"]}, sw.draws)
+            print(f"sweep {name} @ {budget}/class: macro-F1 {cell['macro_f1_mean']:.3f} ± {cell['macro_f1_std']:.3f} ({sw.draws} draws)")
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,129 @@
+"""End to end in a real browser: two tiny pipeline runs with different label budgets, the MLflow UI started
+by scripts/ui.sh, and headless Chromium (Debian's package, driven by Playwright) reading what a user reads:
+both evaluate runs with their macro-F1 on the experiment page, their metrics side by side on the compare
+page, and the `champion` alias on the registered model's page."""
+
+import json
+import shutil
+import subprocess
+import urllib.parse
+from pathlib import Path
+
+import mlflow
+import pytest
+from playwright.sync_api import sync_playwright
+from conftest import env_for, make_project, run_stage
+from test_serving import NAME, NO_RECALL_FLOOR, free_port, promote, set_params, stop, wait_for
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium")
+# Headless in this sandbox: no GPU, no sandboxing of its own, and no traffic of Chromium's own to the network.
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+MACRO_F1 = "metrics.`ssl/macro_f1`"  # the runs table's column id of the metric
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        CHROMIUM is None,
+        reason="Chromium is not installed: `apt-get install chromium` (.ci/run does this where apt-get works)",
+    ),
+]
+
+
+def evaluated(project: Path) -> dict:
+    """The last evaluate run: its id and the ssl model's macro-F1 it reported."""
+    return {
+        "run_id": json.loads((project / "lineage" / "evaluate.json").read_text())["run_id"],
+        "macro_f1": json.loads((project / "reports" / "metrics.json").read_text())["ssl"]["macro_f1"],
+    }
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """The tiny pipeline run twice: 3, then 5 labels per class (only finetune onwards reruns, as in DVC)."""
+    project = make_project(tmp_path_factory.mktemp("compared") / "project", NO_RECALL_FLOOR)
+    for stage in ("fetch", "preprocess", "pretrain", "finetune", "evaluate"):
+        run_stage(project, stage)
+    promote(project)
+    first = evaluated(project)
+    set_params(project, {"finetune": {"labels_per_class": 5}})
+    for stage in ("finetune", "evaluate"):
+        run_stage(project, stage)
+    promote(project)
+    return project, [first, evaluated(project)]
+
+
+@pytest.fixture(scope="module")
+def ui(pipeline, tmp_path_factory):
+    """`scripts/ui.sh` against the project's store, on a free port of 127.0.0.1."""
+    project, _ = pipeline
+    port = free_port()
+    log = (tmp_path_factory.mktemp("ui") / "ui.log").open("w")
+    proc = subprocess.Popen(["bash", str(REPO / "scripts" / "ui.sh"), "--port", str(port)], env=env_for(project),
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    try:
+        wait_for(f"http://127.0.0.1:{port}/health", proc, 180)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(proc)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch_persistent_context(
+            tmp_path_factory.mktemp("chromium-profile"), executable_path=CHROMIUM, args=FLAGS, headless=True,
+            viewport={"width": 1600, "height": 1000},
+        )  # fmt: skip
+        browser.set_default_timeout(60_000)
+        yield browser.new_page()
+        browser.close()
+
+
+def experiment_id(project: Path) -> str:
+    client = mlflow.MlflowClient(tracking_uri=env_for(project)["MLFLOW_TRACKING_URI"])
+    return client.get_experiment_by_name("sslflow").experiment_id
+
+
+def test_experiment_page_shows_both_runs_with_their_macro_f1(ui, pipeline, page):
+    project, runs = pipeline
+    assert runs[0]["run_id"] != runs[1]["run_id"]
+    page.goto(f"{ui}/#/experiments/{experiment_id(project)}/runs")
+    rows = {run["run_id"]: page.locator(f'[role=row][row-id="{run["run_id"]}"]') for run in runs}
+    for row in rows.values():
+        row.first.wait_for()  # the column picker lists the metrics of the runs loaded when it opens
+    # The runs table starts with attribute columns only: add the metric as a user does, through "Columns".
+    page.get_by_role("button", name="Columns", exact=True).click()
+    page.get_by_placeholder("Search columns").fill("ssl/macro_f1")
+    page.get_by_role("dialog").get_by_text("ssl/macro_f1", exact=True).click()
+    page.keyboard.press("Escape")
+    for run in runs:
+        row = rows[run["run_id"]]
+        cell = row.locator(f'[col-id="{MACRO_F1}"]')
+        cell.wait_for()
+        assert float(cell.inner_text()) == pytest.approx(run["macro_f1"], abs=5e-4)
+        assert "evaluate" in row.first.inner_text()
+
+
+def test_compare_page_lines_up_the_metrics_of_both_runs(ui, pipeline, page):
+    project, runs = pipeline
+    ids = urllib.parse.quote(json.dumps([run["run_id"] for run in runs]))
+    page.goto(f"{ui}/#/compare-runs?runs={ids}&experiments={urllib.parse.quote(json.dumps([experiment_id(project)]))}")
+    page.get_by_text("ssl/macro_f1", exact=True).first.wait_for()
+    text = page.inner_text("body")
+    for group in ("ssl", "scratch", "classical"):
+        assert f"{group}/macro_f1" in text and f"{group}/min_class_recall" in text
+    for run in runs:
+        assert f"{run['macro_f1']:.3f}".rstrip("0") in text
+
+
+def test_registered_model_page_shows_the_champion(ui, pipeline, page):
+    project, _ = pipeline
+    promotion = json.loads((project / "reports" / "promotion.json").read_text())
+    champion = promotion["challenger"]["version"] if promotion["promoted"] else promotion["champion"]["version"]
+    page.goto(f"{ui}/#/models/{NAME}")
+    row = page.locator("[role=row]").filter(has_text=f"Version {champion}")
+    row.first.wait_for()
+    assert "champion" in row.first.inner_text()

@@ -41,15 +41,17 @@ def main() -> None:
     ap.add_argument("--budgets", type=int, nargs="+", default=[1, 5, 10])
     ap.add_argument("--draws", type=int, default=3)
     ap.add_argument("--out", default=str(REPO / "bench" / "image"))
+    ap.add_argument("--reuse", type=Path, help="a project dir from an earlier run: skip its pipeline, sweep only")
     args = ap.parse_args()
 
-    project = Path(tempfile.mkdtemp(prefix="sslflow-bench-"))
-    shutil.copytree(REPO / "stages", project / "stages")
-    shutil.copy(REPO / "params.yaml", project / "params.yaml")
+    project = args.reuse or Path(tempfile.mkdtemp(prefix="sslflow-bench-"))
+    if not args.reuse:
+        shutil.copytree(REPO / "stages", project / "stages")
+        shutil.copy(REPO / "params.yaml", project / "params.yaml")
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}"}
     params = yaml.safe_load((project / "params.yaml").read_text())
 
-    stages = {s: run_stage(project, s, env) for s in ("fetch", "preprocess", "pretrain", "finetune", "evaluate")}
+    stages = {} if args.reuse else {s: run_stage(project, s, env) for s in ("fetch", "preprocess", "pretrain", "finetune", "evaluate")}
     pretrain = json.loads((project / "reports" / "pretrain.json").read_text())
     result = {
         "profile": {"source": params["fetch"]["source"], "pretrain_epochs": params["pretrain"]["epochs"],
@@ -74,7 +76,8 @@ def main() -> None:
             m: {"mean": float(np.mean([d[m] for d in draws])), "std": float(np.std([d[m] for d in draws]))}
             for m in ("ssl", "scratch", "classical")
         } | {"draws": draws}
-    shutil.rmtree(project)
+    if not args.reuse:
+        shutil.rmtree(project)
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -263,3 +263,26 @@ def test_wikigold_ner_runs(tmp_path, monkeypatch):
         "O", "B-LOC", "I-LOC", "B-MISC", "I-MISC", "B-ORG", "I-ORG", "B-PER", "I-PER"]  # fmt: skip
     metrics = json.loads((tmp_path / "reports/metrics.json").read_text())
     assert metrics["classical"]["entity_f1"] > 0.1  # the per-word baseline learns something from 20 sentences
+
+
+@pytest.mark.slow
+def test_dvc_repro_text_end_to_end(tmp_path):
+    import subprocess
+
+    from conftest import env_for, make_project
+
+    project = make_project(
+        tmp_path / "project",
+        {**TINY, "text": {**TINY["text"], "fetch": {"source": "csv", "path": "docs.csv"}}},
+        dvc=True,
+    )
+    tiny_documents(project / "docs.csv")
+    for args in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "repro"]):
+        proc = subprocess.run(
+            args, cwd=project, env=env_for(project), capture_output=True, text=True, timeout=900, check=False
+        )
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    ran = [line.split("'")[1] for line in proc.stdout.splitlines() if line.startswith("Running stage")]
+    assert ran[:5] == list(STAGES)
+    metrics = json.loads((project / "reports/metrics.json").read_text())
+    assert {"ssl", "scratch", "classical", "lift"} <= set(metrics)

@@ -54,6 +54,7 @@ def train_classifier(
     loader = DataLoader(
         data, batch_size=min(batch_size, len(sampler)), sampler=sampler, drop_last=len(sampler) > batch_size,
         generator=generator, num_workers=runtime.num_workers, pin_memory=runtime.pin_memory,
+        persistent_workers=runtime.num_workers > 0,  # hundreds of short epochs: don't respawn workers each time
     )  # fmt: skip
     groups = [{"params": list(model.head.parameters())}]
     if not model.freeze_encoder:

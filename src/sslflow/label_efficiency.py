@@ -22,8 +22,6 @@ from sslflow.train import Log
 
 ALL = "all"  # the budget of every training label
 BASELINES = ("scratch", "classical")
-
-
 SUFFIX = {"self-training": "-self-training", "probe": "-probe"}  # variant names; no "+": MLflow keys refuse it
 
 

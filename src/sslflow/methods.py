@@ -4,6 +4,7 @@ Every method ends in the same kind of encoder (B, C, H, W) -> (B, feature_dim), 
 artifacts.save_encoder, so finetune and evaluate do not know which method made it.
 """
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -51,10 +52,8 @@ def build(cfg: Pretrain, in_channels: int, size: tuple[int, int]) -> Method:
     if cfg.method == "simclr":
         enc = cnn_encoder_config(cfg, in_channels)
         model = simclr.SimCLR(build_encoder(enc), enc.feature_dim, cfg.proj_dim)
-        return Method(
-            model, TwoViews(view), lambda m: simclr.simclr_step(m, cfg.temperature), lambda: model.backbone, enc,
-            lambda images: {"original": normalize()(images), **{f"view {k}": torch.stack([view(im) for im in images]) for k in (1, 2)}},
-        )  # fmt: skip
+        step = functools.partial(simclr.simclr_step, temperature=cfg.temperature)
+        return Method(model, TwoViews(view), step, lambda: model.backbone, enc, functools.partial(_two_views, view))
     if cfg.method == "autoencoder":
         enc = cnn_encoder_config(cfg, in_channels)
         model = autoencoder.Autoencoder(build_encoder(enc), enc.feature_dim, in_channels, enc.width, size)
@@ -62,12 +61,18 @@ def build(cfg: Pretrain, in_channels: int, size: tuple[int, int]) -> Method:
     if cfg.method == "vae":
         enc = cnn_encoder_config(cfg, in_channels)
         model = vae.VAE(build_encoder(enc), enc.feature_dim, cfg.vae.latent_dim, in_channels, enc.width, size)
-        return Method(model, view, lambda m: vae.vae_step(m, cfg.vae.beta), lambda: model.backbone, enc, _shown(vae.show, model))
+        step = functools.partial(vae.vae_step, beta=cfg.vae.beta)
+        return Method(model, view, step, lambda: model.backbone, enc, _shown(vae.show, model))
     if cfg.method == "mae":
         enc = _vit_config(cfg, in_channels, size)
         model = mae.MAE(enc, cfg.mae.mask_ratio, cfg.mae.decoder_depth, cfg.mae.norm_pix_loss)
         return Method(model, view, mae.mae_step, model.encoder, enc, _shown(mae.show, model))
     raise ValueError(f"unknown pretrain method {cfg.method!r}")
+
+
+def _two_views(view: Callable, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """SimCLR's picture: uint8 images (n, C, H, W) and two random views of each, the pairs it pulls together."""
+    return {"original": normalize()(images), **{f"view {k}": torch.stack([view(im) for im in images]) for k in (1, 2)}}
 
 
 def _shown(show: Callable, model: nn.Module) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:

@@ -36,9 +36,13 @@ def image_rows(rows: dict[str, np.ndarray], path: Path, title: str) -> None:
 
 
 def tsne(features: np.ndarray, seed: int) -> np.ndarray:
-    """t-SNE (van der Maaten & Hinton, 2008) of (N, D) features to (N, 2), PCA-initialized so it is stable."""
+    """t-SNE (van der Maaten & Hinton, 2008) of (N, D) features to (N, 2), PCA-initialized so it is stable.
+
+    500 iterations rather than sklearn's 1000: for a few thousand points the map has settled, at half the time.
+    """
     perplexity = min(30.0, (len(features) - 1) / 3)
-    return TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(np.asarray(features, np.float32))
+    tsne = TSNE(2, perplexity=perplexity, init="pca", max_iter=500, random_state=seed)
+    return tsne.fit_transform(np.asarray(features, np.float32))
 
 
 def embedding_map(points: np.ndarray, labels: np.ndarray, classes: list[str], path: Path, title: str) -> None:

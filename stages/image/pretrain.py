@@ -95,7 +95,7 @@ def main() -> None:
             return
         save_encoder(method.encoder(), method.encoder_config, encoder_dir)
         write_json(summary_path, summary)
-        rows = method.show(torch.from_numpy(val_x[:8]))
+        rows = method.show(torch.from_numpy(val_x[np.linspace(0, len(val_x) - 1, 8).astype(int)]))  # across classes
         pictures.image_rows({k: v.numpy() for k, v in rows.items()}, encoder_dir / "pretext.png", f"{cfg.method}, validation images")
         tracker.log_artifact(encoder_dir, "encoder")
     print(f"pretrain ({cfg.method}): encoder -> {encoder_dir}, val kNN accuracy {summary['monitor/val_knn_acc']:.3f}")

@@ -1,0 +1,103 @@
+"""Benchmark of the label-efficiency sweep (not a test): test macro-F1 of every method, probe, self-training
+variant and baseline at every label budget, mean over label draws, plus wall time, on the default data.
+
+    python bench/label_efficiency.py [--draws 3] [--budgets 1 5 10 40 all] [--methods simclr ...] [--out bench/label_efficiency]
+
+It runs the sweep's commands (the same as sweep/dvc.yaml) as subprocesses in a temporary copy of the project,
+so the workspace is untouched, timing each; then writes <out>.json, <out>.md and <out>.png. The best
+pretrained variant is compared with the best classical baseline of the image-pipeline benchmark (logistic
+regression / RBF SVM / label spreading), given as REFERENCE.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+REFERENCE = {"1": 0.555, "5": 0.756, "10": 0.809, "40": 0.890}  # best classical macro-F1 on MNIST-5k
+
+
+def run(project: Path, env: dict, *args: str) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, *args], cwd=project, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+    print(f"{time.perf_counter() - start:7.1f} s  {' '.join(args)}", flush=True)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--draws", type=int, default=3)
+    ap.add_argument("--budgets", nargs="+", default=None, help="default: sweep.budgets")
+    ap.add_argument("--methods", nargs="+", default=None, help="default: sweep.methods (self-training: those of them in sweep.self_training)")
+    ap.add_argument("--out", default=str(REPO / "bench" / "label_efficiency"))
+    args = ap.parse_args()
+
+    project = Path(tempfile.mkdtemp(prefix="sslflow-le-bench-"))
+    shutil.copytree(REPO / "stages", project / "stages")
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    sweep = params["sweep"]
+    sweep["draws"] = args.draws
+    if args.budgets:
+        sweep["budgets"] = [b if b == "all" else int(b) for b in args.budgets]
+    if args.methods:
+        sweep["methods"] = args.methods
+        sweep["self_training"] = [m for m in sweep["self_training"] if m in args.methods]
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}"}
+
+    wall = {"data": run(project, env, "stages/image/fetch.py") + run(project, env, "stages/image/preprocess.py")}
+    for m in sweep["methods"]:
+        wall[f"pretrain/{m}"] = run(project, env, "stages/image/pretrain.py", "--method", m, "--out", f"models/sweep/{m}")
+    for b in map(str, sweep["budgets"]):
+        cells = f"reports/sweep/cells/{b}"
+        for m in sweep["methods"]:
+            enc = f"models/sweep/{m}/encoder"
+            wall[f"cell/ssl-{m}/{b}"] = run(project, env, "stages/image/sweep.py", "ssl", "--method", m, "--encoder", enc, "--budget", b, "--out", cells)
+        for m in sweep["self_training"]:
+            enc = f"models/sweep/{m}/encoder"
+            wall[f"cell/self-training-{m}/{b}"] = run(
+                project, env, "stages/image/sweep.py", "self-training", "--method", m, "--encoder", enc, "--budget", b, "--out", cells
+            )  # fmt: skip
+        wall[f"cell/baselines/{b}"] = run(project, env, "stages/image/sweep.py", "baselines", "--budget", b, "--out", cells)
+    wall["label_efficiency"] = run(project, env, "stages/image/label_efficiency.py", "--cells", "reports/sweep/cells")
+
+    table = json.loads((project / "reports" / "label_efficiency.json").read_text())
+    pretrain = {m: json.loads((project / "models" / "sweep" / m / "pretrain.json").read_text()) for m in sweep["methods"]}
+    result = {
+        "profile": {"source": params["fetch"]["source"], "pretrain_epochs": params["pretrain"]["epochs"], "sweep": sweep,
+                    "finetune": {k: params["finetune"][k] for k in ("mode", "epochs", "batch_size")}},  # fmt: skip
+        "wall_s": wall,
+        "total_wall_s": sum(wall.values()),
+        "pretrain_val_knn_acc": {m: p["monitor/val_knn_acc"] for m, p in pretrain.items()},
+        "reference_best_classical": REFERENCE,
+        "target": {b: {"best_pretrained": table["best"][b]["best_pretrained"], "macro_f1": table["best"][b]["macro_f1"],
+                       "reference": ref, "met": table["best"][b]["macro_f1"] >= ref}
+                   for b, ref in REFERENCE.items() if b in table["best"]},  # fmt: skip
+        "table": table,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    shutil.copy(project / "reports" / "label_efficiency.png", out.with_suffix(".png"))
+    lines = [(project / "reports" / "label_efficiency.md").read_text(), "| budget | best pretrained | macro-F1 | best classical (reference) | met |", "|---|---|---|---|---|"]
+    lines += [f"| {b} / class | {t['best_pretrained']} | {t['macro_f1']:.3f} | {t['reference']:.3f} | {'yes' if t['met'] else 'no'} |" for b, t in result["target"].items()]
+    lines += ["", "| step | wall s |", "|---|---|"] + [f"| {k} | {v:.0f} |" for k, v in wall.items()]
+    lines += ["", f"total {result['total_wall_s'] / 60:.1f} min; pretrain val kNN accuracy: "
+              + ", ".join(f"{m} {a:.3f}" for m, a in result["pretrain_val_knn_acc"].items())]  # fmt: skip
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    shutil.rmtree(project)
+
+
+if __name__ == "__main__":
+    main()

@@ -13,7 +13,7 @@ import torch
 import torch.multiprocessing as mp
 from torch.utils.data import DataLoader, SequentialSampler, TensorDataset
 
-from conftest import env_for, make_project, run_stage
+from conftest import env_for, make_project, merge, run_stage
 from sslflow import distributed
 from sslflow.config import Base
 from sslflow.errors import SslflowError
@@ -213,3 +213,30 @@ def test_two_process_pretrain_and_finetune_write_the_single_process_layout(tmp_p
     assert [tag for _, tag in _runs(ddp, "finetune")] == ["2"]
     metrics = (ddp / "reports" / "pretrain_metrics.jsonl").read_text().splitlines()
     assert len([m for m in metrics if "pretrain/loss" in m]) == 3  # logged once per step, not once per rank
+
+
+@pytest.mark.slow
+def test_two_process_mlm_pretrain_and_text_finetune_write_the_single_process_layout(tmp_path):
+    from test_text_stages import TINY as TEXT_TINY
+    from test_text_stages import tiny_documents
+
+    overrides = merge(TEXT_TINY, {"base": {"num_workers": 0}, "text": {"fetch": {"source": "csv", "path": "docs.csv"}}})
+    single = make_project(tmp_path / "single", overrides)
+    tiny_documents(single / "docs.csv")
+    for stage in ("fetch", "preprocess"):
+        run_stage(single, stage, "text")
+    ddp = make_project(tmp_path / "ddp", merge(overrides, {"base": {"nproc_per_node": 2}}))
+    shutil.copytree(single / "data", ddp / "data")
+    for stage in ("pretrain", "finetune"):
+        run_stage(single, stage, "text")
+
+    pretrain = run_stage(ddp, "pretrain", "text")  # base.nproc_per_node: 2 relaunches it under torchrun
+    assert "2 rank(s) x 4 chunks = global batch 8" in pretrain.stdout
+    finetune = run_stage(ddp, "finetune", "text")
+    assert "2 rank(s) x 4 sequences = global batch 8" in finetune.stdout
+
+    assert _outputs(ddp) == _outputs(single)
+    assert [tag for _, tag in _runs(ddp, "pretrain")] == ["2"]  # one run, from rank 0 only
+    assert [tag for _, tag in _runs(ddp, "finetune")] == ["2"]
+    metrics = (ddp / "reports" / "pretrain_metrics.jsonl").read_text().splitlines()
+    assert len([m for m in metrics if "pretrain/loss" in m]) == 4  # logged once per step, not once per rank

@@ -12,7 +12,7 @@ from sslflow.runtime import resolve
 from sslflow.text.classify import predict_documents
 from sslflow.text.config import BertSize
 from sslflow.text.encode import pack_chunks
-from sslflow.text.mlm import MaskedChunks, build_mlm, masker, mlm_step, perplexity
+from sslflow.text.mlm import MaskedChunks, build_mlm, masked_loss, masker, mlm_step, perplexity
 from sslflow.text.models import (
     SequenceClassifier,
     TokenClassifier,
@@ -46,6 +46,18 @@ def config(tokenizer):
         tokenizer.get_vocab_size(),
         16,
     )
+
+
+def test_a_batch_with_nothing_masked_has_zero_loss_and_a_gradient_for_every_parameter(config):
+    # Under DDP every parameter must receive a gradient on every step, masked tokens or not.
+    model = build_mlm(config)
+    ids = torch.randint(5, config["vocab_size"], (2, 16))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.full_like(ids, -100)}
+    loss = masked_loss(model, batch)
+    loss.backward()
+    assert loss.item() == 0.0
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing
 
 
 def test_twenty_mlm_steps_lower_the_loss(tokenizer, config):

@@ -1,12 +1,13 @@
 """finetune: fit the MLM-pretrained encoder ("ssl"), the same architecture from random init ("scratch")
 and a classical baseline on the same labeled budget, drawn here from the train split. The test split is
-not read."""
+not read. Under torchrun (or base.nproc_per_node > 1) the networks train with DDP; rank 0 writes."""
 
 import hashlib
 import shutil
 
 import torch
 
+from sslflow import distributed
 from sslflow.atomic import write_json
 from sslflow.cli import run
 from sslflow.config import Base, load
@@ -31,6 +32,7 @@ def main() -> None:
     text = load(layout.params, "text", Text)
     cfg, task = text.finetune, TASKS[text.task]
     runtime = resolve(base)
+    distributed.init(runtime.device, base.nproc_per_node)  # under torchrun: one process per device
     seed_everything(base.seed)
 
     tokenizer = load_tokenizer(layout.prepared / "tokenizer.json")
@@ -47,20 +49,28 @@ def main() -> None:
     encoder, bert = load_encoder(layout.encoder, tokenizer_sha)
     torch.manual_seed(base.seed)
     inits = {"ssl": task.head(encoder, len(classes)), "scratch": task.head(build_bert(bert), len(classes))}
-    tags = {"sslflow.data_hash": data_hash(layout.prepared)}
-    with stage_run(
-        "finetune", experiment=base.experiment, params=cfg.model_dump(), upstream="pretrain", tags=tags
-    ) as tracker:
+    world, batch = distributed.world_size(), distributed.per_rank(cfg.batch_size, "text.finetune.batch_size")
+    tags = {
+        "sslflow.data_hash": data_hash(layout.prepared), "sslflow.world_size": str(world), "sslflow.batch_per_rank": str(batch),
+    }  # fmt: skip
+    if distributed.is_main():
+        print(f"finetune: {world} rank(s) x {batch} sequences = global batch {cfg.batch_size}")
+    tracking = stage_run("finetune", experiment=base.experiment, params=cfg.model_dump(), upstream="pretrain", tags=tags)
+    with distributed.on_main(tracking, distributed.Silent()) as tracker:
         summary = {"labeled": len(budget)}
         for name, init in inits.items():
             model = train(
                 runtime.prepare(init), *arrays, loss=task.loss, optim=cfg.optim, encoder_lr_scale=cfg.encoder_lr_scale,
-                steps=cfg.steps, batch_size=cfg.batch_size, runtime=runtime, log=tracker.log,
+                steps=cfg.steps, batch_size=batch, runtime=runtime, log=tracker.log,
                 generator=torch.Generator().manual_seed(base.seed), prefix=name,
             )  # fmt: skip
+            if not distributed.is_main():  # rank 0 writes and scores
+                continue
             save_classifier(model, bert, task.name, layout.finetuned, name)
             scores = task.score(val_set, task.predict(model, tokenizer, val_set, encoding, runtime), classes)
             summary.update({f"{name}/{k}": v for k, v in scores.items()})
+        if not distributed.is_main():
+            return
         classical = task.fit_classical(train_set, labeled, classes, cfg.classical_c, base.seed)
         baselines.save(classical, layout.finetuned / "classical.npz")
         scores = task.score(val_set, task.predict_classical(classical, val_set), classes)

@@ -1,10 +1,15 @@
 """pretrain: masked language modelling on the unlabeled pool's chunks (labels are never read); val
-perplexity with fixed masks every epoch; checkpoints as the image track's pretrain has them."""
+perplexity with fixed masks every epoch; checkpoints as the image track's pretrain has them.
+
+    python stages/text/pretrain.py
+    torchrun --standalone --nproc_per_node 2 stages/text/pretrain.py   # DDP (or base.nproc_per_node: 2)
+"""
 
 import hashlib
 
 import numpy as np
 
+from sslflow import distributed
 from sslflow.atomic import write_json
 from sslflow.checkpoint import Checkpoints, fingerprint
 from sslflow.cli import run
@@ -28,6 +33,7 @@ def main() -> None:
     base = load(layout.params, "base", Base)
     cfg = load(layout.params, "text", Text).pretrain
     runtime = resolve(base)
+    distributed.init(runtime.device, base.nproc_per_node)  # under torchrun: one process per device
     seed_everything(base.seed)
 
     tokenizer = for_transformers(load_tokenizer(layout.prepared / "tokenizer.json"))
@@ -38,15 +44,16 @@ def main() -> None:
     )
     model = runtime.prepare(build_mlm(config))
     data = MaskedChunks(pool, masker(tokenizer, cfg.mlm_probability))
-    loader = resumable_loader(
-        data, batch_size=min(cfg.batch_size, len(data)), seed=base.seed, runtime=runtime
-    )
+    batch = distributed.per_rank(min(cfg.batch_size, len(data)), "text.pretrain.batch_size")
+    loader = resumable_loader(data, batch_size=batch, seed=base.seed, runtime=runtime)
     optimizer = build_optimizer([{"params": list(model.parameters())}], cfg.optim)
     # The schedule ends where training does: after `epochs`, or at `max_steps` if that comes first.
     total = min(cfg.epochs * len(loader), cfg.max_steps or cfg.epochs * len(loader))
     scheduler = build_schedule(optimizer, cfg.optim, total, len(loader))
 
     def monitor(epoch: int) -> dict[str, float]:
+        if not distributed.is_main():  # only rank 0 reports
+            return {}
         ppl = perplexity(
             model,
             val,
@@ -58,23 +65,32 @@ def main() -> None:
         )
         return {"monitor/val_perplexity": ppl}
 
-    tags = {"sslflow.data_hash": data_hash(layout.prepared)}
+    world = distributed.world_size()
+    tags = {
+        "sslflow.data_hash": data_hash(layout.prepared),
+        "sslflow.world_size": str(world),  # in the fingerprint too: a position mid-epoch depends on it
+        "sslflow.batch_per_rank": str(batch),
+    }
     # A checkpoint is resumed only if made with the same settings and data; the `train` knobs may change.
     made_with = fingerprint(base.seed, base.device, base.precision, cfg.model_dump(exclude={"train"}), tags)
     checkpoints = Checkpoints(
         layout.checkpoints / "pretrain", every=cfg.train.checkpoint_every, keep=cfg.train.keep_checkpoints, fingerprint=made_with
     )  # fmt: skip
-    with checkpoints, stage_run(
+    if distributed.is_main():
+        print(f"pretrain: {world} rank(s) x {batch} chunks = global batch {batch * world}")
+    with distributed.on_main(checkpoints) as saving, distributed.on_main(stage_run(
         "pretrain", experiment=base.experiment, params=cfg.model_dump(), upstream="preprocess", tags=tags,
         resume_run_id=checkpoints.latest.run_id if checkpoints.latest else None,
         resume_step=checkpoints.latest.step if checkpoints.latest else None,
-    ) as tracker:  # fmt: skip
+    ), distributed.Silent()) as tracker:  # fmt: skip
         checkpoints.run_id = tracker.run_id
         summary = fit(
             model=model, step=mlm_step(model), loader=loader, optimizer=optimizer, scheduler=scheduler, epochs=cfg.epochs,
             runtime=runtime, log=tracker.log, on_epoch_end=monitor, max_steps=cfg.max_steps, prefix="pretrain",
-            checkpoints=checkpoints, max_nonfinite=cfg.train.max_nonfinite_steps,
+            checkpoints=saving, max_nonfinite=cfg.train.max_nonfinite_steps,
         )  # fmt: skip
+        if not distributed.is_main():  # rank 0 writes the outputs
+            return
         tokenizer_sha = hashlib.sha256((layout.prepared / "tokenizer.json").read_bytes()).hexdigest()
         save_encoder(model.bert, config, tokenizer_sha, layout.encoder)
         write_json(layout.reports / "pretrain.json", summary)

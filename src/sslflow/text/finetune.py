@@ -8,9 +8,10 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
 from sslflow.config import Optim
+from sslflow.distributed import shard
 from sslflow.optim import build_optimizer, build_schedule
 from sslflow.runtime import Runtime
 from sslflow.train import Log, fit
@@ -33,17 +34,15 @@ def train(
     prefix: str,
 ) -> torch.nn.Module:
     """Fit `model` for `steps` steps on ids (N, L), labels (N,) or (N, L), weights (N,): a budget-independent
-    length, so 5 and 50 labeled examples get the same number of updates. `loss(logits, labels, weights)`."""
+    length, so 5 and 50 labeled examples get the same number of updates. `loss(logits, labels, weights)`.
+    `batch_size` is per rank: under torchrun each rank takes its shard of one shared shuffled order."""
     ids_t = torch.as_tensor(np.asarray(ids), dtype=torch.long)
     data = TensorDataset(
         ids_t, ids_t != 0, torch.as_tensor(labels), torch.as_tensor(weights, dtype=torch.float32)
     )
+    sampler = shard(RandomSampler(data, generator=generator))  # the same generator seed on every rank
     loader = DataLoader(
-        data,
-        batch_size=min(batch_size, len(data)),
-        shuffle=True,
-        drop_last=len(data) > batch_size,
-        generator=generator,
+        data, batch_size=min(batch_size, len(sampler)), sampler=sampler, drop_last=len(sampler) > batch_size
     )
     optimizer = build_optimizer(
         [

@@ -60,9 +60,10 @@ def masked_loss(model: BertForMaskedLM, batch: dict, reduction: str = "mean") ->
     ).last_hidden_state
     labels = batch["labels"]  # (B, L), -100 where not masked
     chosen = labels != -100
-    if not chosen.any():
-        return hidden.sum() * 0.0
     logits = model.cls(hidden[chosen])  # (M, V) for the M masked positions
+    if not len(logits):
+        # Nothing masked: a zero loss that still reaches every parameter, as DDP expects of each step.
+        return logits.sum()
     return F.cross_entropy(logits.float(), labels[chosen], reduction=reduction)
 
 

@@ -2,7 +2,6 @@
 
 import json
 import sys
-import types
 
 import numpy as np
 import pytest
@@ -181,45 +180,40 @@ def test_source_and_task_must_agree(tmp_path):
                    tag_index=-1, dataset=None, subset=None, split="train")  # fmt: skip
 
 
-def test_hf_without_package_or_network(monkeypatch):
+def test_hf_without_the_package(monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", None)  # import fails as if not installed
     with pytest.raises(SslflowError, match="needs the datasets package"):
         load_hf("ag_news", None, "train", "text", "label", "text-classification")
 
-    def offline(*args, **kwargs):
-        raise ConnectionError("Couldn't reach the Hugging Face Hub")
 
-    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=offline))
-    with pytest.raises(
-        SslflowError, match=r"cannot load hf dataset 'ag_news'.*ConnectionError.*Without a network"
-    ):
+@pytest.fixture
+def offline_hub(tmp_path, monkeypatch):
+    """The real datasets package with no network and an empty cache."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    return tmp_path
+
+
+def test_hf_offline_is_a_clear_error(offline_hub):
+    with pytest.raises(SslflowError, match=r"cannot load hf dataset 'ag_news'.*Without a network"):
         load_hf("ag_news", None, "train", "text", "label", "text-classification")
 
 
-class FakeDataset:
-    """What load_hf reads of a datasets.Dataset: columns, features (ClassLabel names) and len."""
+def test_hf_maps_class_label_ids_to_names(offline_hub):
+    # load_dataset on a local directory of parquet files: the datasets code path, no network needed
+    import datasets
 
-    def __init__(self, columns: dict, features: dict):
-        self.columns, self.features, self.column_names = columns, features, list(columns)
+    def save(name: str, columns: dict, features: dict) -> str:
+        (offline_hub / name).mkdir()
+        datasets.Dataset.from_dict(columns, features=datasets.Features(features)).to_parquet(offline_hub / name / "train.parquet")
+        return str(offline_hub / name)
 
-    def __len__(self) -> int:
-        return len(next(iter(self.columns.values())))
-
-    def __getitem__(self, column: str) -> list:
-        return self.columns[column]
-
-
-def test_hf_maps_class_label_ids_to_names(monkeypatch):
-    labels = types.SimpleNamespace(names=["World", "Sports"])
-    tags = types.SimpleNamespace(feature=types.SimpleNamespace(names=["O", "B-PER", "I-PER"]))
-    data = {
-        "docs": FakeDataset({"text": ["a match", "a war", "goal"], "label": [1, 0, 1]}, {"label": labels}),
-        "ner": FakeDataset({"tokens": [["Ann", "Lee", "ran"]], "ner_tags": [[1, 2, 0]]}, {"ner_tags": tags}),
-    }
-    monkeypatch.setitem(
-        sys.modules, "datasets", types.SimpleNamespace(load_dataset=lambda name, subset, split: data[name])
-    )
-    docs = load_hf("docs", None, "train", "text", "label", "text-classification")
-    assert docs.classes == ["Sports", "World"] and [e["label"] for e in docs.examples] == [0, 1, 0]
-    ner = load_hf("ner", None, "train", "tokens", "ner_tags", "token-classification")
-    assert ner.examples[0]["tags"] == ["B-PER", "I-PER", "O"] and ner.scheme == "iob2"
+    docs = save("docs", {"text": ["a match", "a war", "goal"], "label": [1, 0, 1]},
+                {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["World", "Sports"])})  # fmt: skip
+    ner = save("ner", {"tokens": [["Ann", "Lee", "ran"]], "ner_tags": [[1, 2, 0]]},
+               {"tokens": datasets.List(datasets.Value("string")), "ner_tags": datasets.List(datasets.ClassLabel(names=["O", "B-PER", "I-PER"]))})  # fmt: skip
+    loaded = load_hf(docs, None, "train", "text", "label", "text-classification")
+    assert loaded.classes == ["Sports", "World"] and [e["label"] for e in loaded.examples] == [0, 1, 0]
+    sentences = load_hf(ner, None, "train", "tokens", "ner_tags", "token-classification")
+    assert sentences.examples[0]["tags"] == ["B-PER", "I-PER", "O"] and sentences.scheme == "iob2"

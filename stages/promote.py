@@ -10,19 +10,23 @@ from sslflow.cli import run
 from sslflow.errors import SslflowError
 from sslflow.paths import Layout
 from sslflow.promotion import decide, report
+from sslflow.text.config import Text
 from sslflow.tracking import read_lineage
 from sslflow.tracking.registry import CHALLENGER, CHAMPION, ModelRegistry
 
 
 def main() -> None:
     layout = Layout()
+    base = config.load(layout.params, "base", config.Base)
     reg = config.load(layout.params, "registry", config.Registry)
     cfg = config.load(layout.params, "promote", config.Promote)
+    track = "image" if base.modality == "image" else config.load(layout.params, "text", Text).task
+    name = reg.model_name(track)
 
-    registry = ModelRegistry(reg.model_name)
+    registry = ModelRegistry(name)
     challenger = registry.candidate(CHALLENGER)
     if challenger is None:
-        raise SslflowError(f"no version of '{reg.model_name}' has the alias '{CHALLENGER}'; run the evaluate stage first")
+        raise SslflowError(f"no version of '{name}' has the alias '{CHALLENGER}'; run the evaluate stage first")
     evaluated = read_lineage("evaluate").get("run_id")
     if evaluated and evaluated != challenger.run_id:
         raise SslflowError(
@@ -36,7 +40,7 @@ def main() -> None:
     registry.settle(decision, challenger)
     write_json(layout.reports / "promotion.json", report(decision, challenger, champion, **thresholds))
     outcome = "is champion" if decision.promote else "stays challenger"
-    print(f"promote: {reg.model_name} version {challenger.version} {outcome}: {decision.reason}")
+    print(f"promote: {name} version {challenger.version} {outcome}: {decision.reason}")
 
 
 if __name__ == "__main__":

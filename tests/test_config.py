@@ -17,7 +17,8 @@ def _write(tmp_path, tree) -> Path:
 
 def test_repo_params_are_valid():
     for section, model in [("base", config.Base), ("fetch", config.Fetch), ("preprocess", config.Preprocess),
-                           ("pretrain", config.Pretrain), ("finetune", config.Finetune), ("evaluate", config.Evaluate)]:  # fmt: skip
+                           ("pretrain", config.Pretrain), ("finetune", config.Finetune), ("evaluate", config.Evaluate),
+                           ("registry", config.Registry), ("promote", config.Promote), ("sweep", config.Sweep)]:  # fmt: skip
         config.load(REPO / "params.yaml", section, model)
 
 
@@ -30,6 +31,8 @@ def test_repo_params_are_valid():
         ({"fetch": {"source": "mnist-from-mars"}}, "fetch", config.Fetch, "fetch.source"),
         ({"base": {"seed": 1.5}}, "base", config.Base, "base.seed"),
         ({"finetune": {"labels_per_class": 5, "label_fraction": 0.1}}, "finetune", config.Finetune, "exactly one"),
+        ({"registry": {"model_names": {"audio": "x"}}}, "registry", config.Registry, "registry.model_names.audio"),
+        ({"registry": {"model_names": {"image": ""}}}, "registry", config.Registry, "registry.model_names.image"),
     ],
 )
 def test_bad_params_name_the_key(tmp_path, tree, section, model, needle):
@@ -46,3 +49,10 @@ def test_pairs_come_from_yaml_lists(tmp_path):
 def test_missing_params_file(tmp_path):
     with pytest.raises(SslflowError, match="params file not found"):
         config.load(tmp_path / "nope.yaml", "base", config.Base)
+
+
+def test_each_track_registers_under_its_own_name(tmp_path):
+    names = config.load(REPO / "params.yaml", "registry", config.Registry).model_names
+    assert len(set(names.values())) == len(names) == 3  # image, documents, NER: never one another's champion
+    mine = config.load(_write(tmp_path, {"registry": {"model_names": {"image": "digits"}}}), "registry", config.Registry)
+    assert mine.model_name("image") == "digits" and mine.model_name("token-classification") == "sslflow-ner"

@@ -18,7 +18,7 @@ from sslflow.tracking.registry import CHALLENGER, CHAMPION, ModelRegistry
 REPO = Path(__file__).resolve().parents[1]
 PROMOTE = REPO / "stages" / "promote.py"
 NAME = "digits"
-PARAMS = f"registry:\n  model_name: {NAME}\npromote:\n  min_delta: 0.01\n  min_class_recall: 0.5\n"
+PARAMS = f"registry:\n  model_names:\n    image: {NAME}\npromote:\n  min_delta: 0.01\n  min_class_recall: 0.5\n"
 
 
 @pytest.fixture(scope="module")

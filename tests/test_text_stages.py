@@ -137,7 +137,7 @@ def test_registered_model_predicts_labels_from_raw_strings(documents_project, mo
 
     monkeypatch.chdir(documents_project)
     mlflow.set_tracking_uri(f"sqlite:///{documents_project / 'mlflow.db'}")
-    model = mlflow.pyfunc.load_model("models:/sslflow-image@challenger")
+    model = mlflow.pyfunc.load_model("models:/sslflow-text@challenger")
     out = model.predict(pd.DataFrame({"text": ["the team scored a goal", "bank shares fell", ""]}))
     assert list(out.columns) == ["label", "proba_money", "proba_music", "proba_sport"]
     assert set(out["label"]) <= set(TOPICS) and np.allclose(out.iloc[:, 1:].sum(1), 1.0)
@@ -194,7 +194,7 @@ def test_ner_pipeline_outputs_and_entity_spans(ner_project, monkeypatch):
     assert {"LOC", "PER", "micro avg"} <= set(report)
     monkeypatch.chdir(ner_project)
     mlflow.set_tracking_uri(f"sqlite:///{ner_project / 'mlflow.db'}")
-    out = mlflow.pyfunc.load_model("models:/sslflow-image@challenger").predict(
+    out = mlflow.pyfunc.load_model("models:/sslflow-ner@challenger").predict(
         pd.DataFrame({"text": ["Mary went to Oslo."]})
     )
     for entity in out["entities"][0]:

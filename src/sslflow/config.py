@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sslflow.errors import SslflowError
 
@@ -164,8 +164,22 @@ class Evaluate(Section):
     pr_points: int = Field(101, gt=1)
 
 
+Track = Literal["image", "text-classification", "token-classification"]  # what a registered model does
+MODEL_NAMES = {"image": "sslflow-image", "text-classification": "sslflow-text", "token-classification": "sslflow-ner"}
+
+
 class Registry(Section):
-    model_name: str = Field("sslflow-image", min_length=1)  # evaluate registers the ssl model here
+    # evaluate registers the ssl model under its track's name, so models of different tracks never compete;
+    # the tracks left out keep their default names
+    model_names: dict[Track, Annotated[str, Field(min_length=1)]] = MODEL_NAMES
+
+    @field_validator("model_names", mode="after")
+    @classmethod
+    def _keep_defaults(cls, names: dict) -> dict:
+        return {**MODEL_NAMES, **names}
+
+    def model_name(self, track: Track) -> str:
+        return self.model_names[track]
 
 
 class Promote(Section):

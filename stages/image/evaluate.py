@@ -47,12 +47,12 @@ def main() -> None:
             macro_f1=metrics["ssl"]["macro_f1"], min_class_recall=metrics["ssl"]["min_class_recall"],
             data_hash=test_hash, run_id=tracker.run_id, git_commit=git_commit(),
         )  # fmt: skip
-        version = ModelRegistry(reg.model_name).register_challenger(model_uri, evidence)
+        version = ModelRegistry(reg.model_name("image")).register_challenger(model_uri, evidence)
     lift = metrics["lift"]
     print(
         "evaluate: macro-F1 " + ", ".join(f"{n}={metrics[n]['macro_f1']:.3f}" for n in probas)
         + f"; lift vs scratch {lift['ssl_minus_scratch']:+.3f}, vs classical {lift['ssl_minus_classical']:+.3f}"
-        + f"; ssl registered as {reg.model_name} version {version} ({CHALLENGER})"
+        + f"; ssl registered as {reg.model_name('image')} version {version} ({CHALLENGER})"
     )
 
 

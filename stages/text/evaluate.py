@@ -53,13 +53,13 @@ def main() -> None:
             macro_f1=metrics["ssl"]["macro_f1"], min_class_recall=metrics["ssl"]["min_class_recall"],
             data_hash=test_hash, run_id=tracker.run_id, git_commit=git_commit(),
         )  # fmt: skip
-        version = ModelRegistry(reg.model_name).register_challenger(model_uri, evidence)
+        version = ModelRegistry(reg.model_name(task.name)).register_challenger(model_uri, evidence)
     score = "macro_f1" if task.name == "text-classification" else "entity_f1"
     print(
         f"evaluate: {score} "
         + ", ".join(f"{n}={metrics[n][score]:.3f}" for n in probas)
         + f"; lift vs scratch {metrics['lift']['ssl_minus_scratch']:+.3f}, vs classical {metrics['lift']['ssl_minus_classical']:+.3f}"
-        + f"; ssl registered as {reg.model_name} version {version} ({CHALLENGER})"
+        + f"; ssl registered as {reg.model_name(task.name)} version {version} ({CHALLENGER})"
     )
 
 

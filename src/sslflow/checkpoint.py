@@ -24,6 +24,7 @@ import torch
 
 from sslflow.atomic import write_json, write_with
 from sslflow.errors import SslflowError
+from sslflow.state import get_state, set_state
 from sslflow.faults import Interrupted, disk_full_is_clear
 from sslflow.lock import exclusive
 
@@ -63,17 +64,6 @@ def read_payload(path: Path) -> dict:
     except pickle.UnpicklingError as err:
         reason = str(err).strip().splitlines()[0]
         raise SslflowError(f"refusing to load {path}: it holds pickled objects, not only tensors ({reason})") from None
-
-
-def _state(obj):
-    return obj.get_state() if isinstance(obj, torch.Generator) else obj.state_dict()
-
-
-def _load_state(obj, state) -> None:
-    if isinstance(obj, torch.Generator):
-        obj.set_state(state)
-    else:
-        obj.load_state_dict(state)
 
 
 def _warn(message: str) -> None:
@@ -169,7 +159,7 @@ class Checkpoints:
         if self._payload is None:
             return {}
         for name, obj in objects.items():
-            _load_state(obj, self._payload[name])
+            set_state(obj, self._payload[name])
         set_rng_state(self._payload["rng"])
         progress = self._payload["progress"]
         self._payload = None
@@ -178,7 +168,7 @@ class Checkpoints:
 
     def save(self, objects: dict, progress: dict) -> Path:
         """Write a checkpoint of `objects`, the RNGs and `progress`: .pt, then its marker, then rotate."""
-        payload = {"format": FORMAT, "progress": progress, "rng": rng_state(), **{k: _state(v) for k, v in objects.items()}}
+        payload = {"format": FORMAT, "progress": progress, "rng": rng_state(), **{k: get_state(v) for k, v in objects.items()}}
         buffer = io.BytesIO()
         torch.save(payload, buffer)
         data = buffer.getvalue()

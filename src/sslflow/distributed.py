@@ -21,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Sampler
 
 from sslflow.errors import SslflowError
+from sslflow.state import get_state, set_state
 
 
 def local_rank() -> int:
@@ -109,23 +110,12 @@ def share(objects: dict, progress: dict) -> dict:
     dist.broadcast_object_list(payload, src=0, device=_collective_device())
     progress = payload[0]["progress"]
     if progress:
-        states = [{name: _to_cpu(_state(obj)) for name, obj in objects.items()} if is_main() else None]
+        states = [{name: _to_cpu(get_state(obj)) for name, obj in objects.items()} if is_main() else None]
         dist.broadcast_object_list(states, src=0, device=_collective_device())
         if not is_main():
             for name, obj in objects.items():
-                _load_state(obj, states[0][name])
+                set_state(obj, states[0][name])
     return progress
-
-
-def _state(obj):
-    return obj.get_state() if isinstance(obj, torch.Generator) else obj.state_dict()
-
-
-def _load_state(obj, state) -> None:
-    if isinstance(obj, torch.Generator):
-        obj.set_state(state)
-    else:
-        obj.load_state_dict(state)
 
 
 def _to_cpu(tree):

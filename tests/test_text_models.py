@@ -20,6 +20,7 @@ from sslflow.text.models import (
     build_bert,
     load_classifier,
     load_encoder,
+    mean_pool,
     save_classifier,
     save_encoder,
 )
@@ -100,6 +101,23 @@ def test_heads_shapes_and_predictions(tokenizer, config):
     assert found[1] == []
 
 
+def test_sequence_head_sees_standardised_features_and_trains_on_a_single_sequence(config):
+    torch.manual_seed(0)
+    model = SequenceClassifier(build_bert(config), 4).train()
+    seen = []
+    model.norm.register_forward_hook(lambda module, inputs, output: seen.append((inputs[0].detach(), output.detach())))
+    ids = torch.randint(5, config["vocab_size"], (8, 16))
+    model(ids, ids != 0)
+    pooled, standardised = seen[0]
+    torch.testing.assert_close(pooled, mean_pool(model.bert(ids, ids != 0).last_hidden_state, ids != 0).detach())
+    mean, var = pooled.mean(0), pooled.var(0, unbiased=False)  # per feature, over the batch
+    torch.testing.assert_close(standardised, (pooled - mean) / torch.sqrt(var + model.norm.eps))
+    assert model.norm.num_batches_tracked == 1  # the batch also moved the running statistics
+
+    model(ids[:1], ids[:1] != 0).sum().backward()  # a batch of one: the running statistics, no error
+    assert model.norm.num_batches_tracked == 1 and model.head.weight.grad is not None
+
+
 def test_saved_models_rebuild_exactly(tmp_path, tokenizer, config):
     torch.manual_seed(0)
     model = TokenClassifier(build_bert(config), 3).eval()
@@ -111,3 +129,9 @@ def test_saved_models_rebuild_exactly(tmp_path, tokenizer, config):
     assert load_encoder(tmp_path, "sha-a")[1] == config
     with pytest.raises(SslflowError, match="pretrained with another tokenizer"):
         load_encoder(tmp_path, "sha-b")
+
+    classifier = SequenceClassifier(build_bert(config), 4)
+    classifier.train()(ids, ids != 0)  # non-trivial running statistics, saved with the weights
+    save_classifier(classifier.eval(), config, "text-classification", tmp_path, "doc")
+    with torch.no_grad():
+        torch.testing.assert_close(load_classifier(tmp_path, "doc")(ids, ids != 0), classifier(ids, ids != 0))

@@ -26,9 +26,9 @@ class TextPreprocess(Section):
     test_fraction: float = Field(0.2, gt=0, lt=1)
     val_fraction: float = Field(0.1, gt=0, lt=1)
     split_seed: int = 0
-    vocab_size: int = Field(8000, ge=100)
+    vocab_size: int = Field(4000, ge=100)
     min_frequency: int = Field(2, ge=1)
-    lowercase: bool = False
+    lowercase: bool = True
     max_length: int = Field(128, ge=8)  # tokens per sequence, [CLS] and [SEP] included
     stride: int = Field(16, ge=0)  # tokens shared by consecutive chunks of one long text
 
@@ -57,10 +57,10 @@ class TextPretrain(Section):
     method: Literal["mlm"] = "mlm"
     epochs: int = Field(50, gt=0)
     batch_size: int = Field(32, gt=1)
-    max_steps: int | None = Field(480, gt=0)  # the learning-rate schedule ends here (or after `epochs`)
+    max_steps: int | None = Field(1200, gt=0)  # the learning-rate schedule ends here (or after `epochs`)
     mlm_probability: float = Field(0.15, gt=0, lt=1)
-    model: BertSize = BertSize()
-    optim: Optim = Optim(lr=1e-3, weight_decay=0.01)
+    model: BertSize = BertSize(dropout=0.0)
+    optim: Optim = Optim(lr=2e-3, weight_decay=0.01, warmup_epochs=1)
     train: Train = Train()
 
 

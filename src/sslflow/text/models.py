@@ -35,18 +35,26 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class SequenceClassifier(nn.Module):
-    """BERT, mean pooling over tokens, a linear layer: one label per sequence. Mean pooling because MLM
-    alone (no next-sentence task) never trains the [CLS] state."""
+    """BERT, mean pooling over tokens, standardisation, a linear layer: one label per sequence. Mean pooling
+    because MLM alone (no next-sentence task) never trains the [CLS] state. The pooled MLM states share a
+    large common component and differ in small directions; standardising each feature (a BatchNorm without
+    affine parameters) lets a head trained on a few labels see those differences at a usable scale."""
 
     def __init__(self, bert: BertModel, num_labels: int):
         super().__init__()
         self.bert = bert
+        self.norm = nn.BatchNorm1d(bert.config.hidden_size, affine=False)
         self.dropout = nn.Dropout(bert.config.hidden_dropout_prob)
         self.head = nn.Linear(bert.config.hidden_size, num_labels)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return self.head(self.dropout(mean_pool(hidden, attention_mask)))
+        pooled = mean_pool(hidden, attention_mask)
+        if self.training and len(pooled) == 1:  # one sequence has no batch statistics: use the running ones
+            pooled = nn.functional.batch_norm(pooled, self.norm.running_mean, self.norm.running_var, eps=self.norm.eps)
+        else:
+            pooled = self.norm(pooled)
+        return self.head(self.dropout(pooled))
 
 
 class TokenClassifier(nn.Module):

@@ -6,7 +6,6 @@ import shutil
 
 import mlflow
 import pytest
-
 from conftest import make_project, run_stage
 
 
@@ -34,9 +33,15 @@ def test_runs_are_tracked_and_linked(tiny_pipeline):
     mlflow.set_tracking_uri(f"sqlite:///{tiny_pipeline / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["sslflow"])
     by_stage = {row["tags.sslflow.stage"]: row for _, row in runs.iterrows()}
-    assert {"pretrain", "finetune", "evaluate"} <= set(by_stage)
-    assert by_stage["finetune"]["tags.sslflow.upstream_run_id"] == by_stage["pretrain"]["run_id"]
-    assert by_stage["evaluate"]["tags.sslflow.pipeline_id"] == by_stage["pretrain"]["tags.sslflow.pipeline_id"]
+    assert set(by_stage) == {"fetch", "preprocess", "pretrain", "finetune", "evaluate"}
+    for stage, upstream in [("preprocess", "fetch"), ("pretrain", "preprocess"), ("finetune", "pretrain")]:
+        assert by_stage[stage]["tags.sslflow.upstream_run_id"] == by_stage[upstream]["run_id"]
+    assert by_stage["evaluate"]["tags.sslflow.pipeline_id"] == by_stage["fetch"]["tags.sslflow.pipeline_id"]
+    assert by_stage["fetch"]["params.fetch.source"] == "sklearn-digits" and by_stage["fetch"]["metrics.count"] == 1797
+    assert by_stage["preprocess"]["tags.sslflow.data_hash"] == by_stage["pretrain"]["tags.sslflow.data_hash"]
+    assert by_stage["preprocess"]["params.preprocess.split_seed"] == "0"
+    client = mlflow.MlflowClient()
+    assert {a.path for a in client.list_artifacts(by_stage["fetch"]["run_id"], "fetch")} == {"fetch/manifest.json", "fetch/classes.json"}
     assert by_stage["evaluate"]["metrics.ssl/macro_f1"] >= 0
     assert by_stage["pretrain"]["params.pretrain.epochs"] == "1"
     # evaluate carries the settings that produced it, for the UI's compare view

@@ -129,6 +129,16 @@ def test_documents_pipeline_outputs(documents_project):
         ).is_file()
         assert (p / f"reports/classification/{name}.json").is_file()
 
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{p / 'mlflow.db'}")
+    runs = {row["tags.sslflow.stage"]: row for _, row in mlflow.search_runs(search_all_experiments=True).iterrows()}
+    assert set(runs) == set(STAGES)
+    for stage, upstream in zip(STAGES[1:], STAGES):  # one lineage: fetch -> preprocess -> ... -> evaluate
+        assert runs[stage]["tags.sslflow.upstream_run_id"] == runs[upstream]["run_id"]
+    assert runs["fetch"]["params.fetch.source"] == "csv" and runs["fetch"]["metrics.count"] == 36
+    assert runs["preprocess"]["tags.sslflow.data_hash"] == split["data_hash"]
+
 
 @pytest.mark.slow
 def test_registered_model_predicts_labels_from_raw_strings(documents_project, monkeypatch):

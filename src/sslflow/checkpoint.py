@@ -24,9 +24,9 @@ import torch
 
 from sslflow.atomic import write_json, write_with
 from sslflow.errors import SslflowError
-from sslflow.state import get_state, set_state
 from sslflow.faults import Interrupted, disk_full_is_clear
 from sslflow.lock import exclusive
+from sslflow.state import get_state, set_state
 
 FORMAT = 1
 

@@ -12,7 +12,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sslflow.errors import SslflowError
 
-
 # YAML has no tuples: a pair is written as a two-item list.
 Pair = Annotated[tuple[float, float], Field(strict=False)]
 Size = Annotated[tuple[int, int], Field(strict=False)]

@@ -1,11 +1,12 @@
 """Fetch the dataset named by params `fetch` into the raw form in data/raw."""
 
 from sslflow.cli import run
-from sslflow.config import Fetch, load
+from sslflow.config import Base, Fetch, load
 from sslflow.paths import Layout
 from sslflow.rawdata import write_raw
 from sslflow.safepaths import param_dir
 from sslflow.sources import fetch
+from sslflow.tracking import record_data_stage
 
 
 def main() -> None:
@@ -27,6 +28,11 @@ def main() -> None:
         {"source": cfg.source, "inputs": data.inputs, "license": data.license, "skipped": data.skipped},
         test_mask=data.test_mask,
     )
+    record_data_stage(
+        "fetch", experiment=load("params.yaml", "base", Base).experiment, params=cfg.model_dump(), upstream=None,
+        tags={"sslflow.raw_sha256": manifest["sha256"]}, metrics={"count": manifest["count"], "skipped": len(data.skipped)},
+        files=[layout.raw / "manifest.json", layout.raw / "classes.json"],
+    )  # fmt: skip
     c, h, w = manifest["shape"]
     test = f", {manifest['test_count']} official test" if manifest["test_count"] is not None else ""
     print(

@@ -1,10 +1,11 @@
 """Split data/raw into fixed train/val/test sets and the unlabelled pool in data/prepared."""
 
 from sslflow.cli import run
-from sslflow.config import Preprocess, load
+from sslflow.config import Base, Preprocess, load
 from sslflow.paths import Layout
 from sslflow.rawdata import read_raw
 from sslflow.splits import split_indices, write_prepared
+from sslflow.tracking import record_data_stage
 
 
 def main() -> None:
@@ -21,6 +22,10 @@ def main() -> None:
     )
     info = write_prepared(layout.prepared, raw.images, raw.labels, raw.classes, splits)
     n = info["counts"]
+    record_data_stage(
+        "preprocess", experiment=load("params.yaml", "base", Base).experiment, params=cfg.model_dump(), upstream="fetch",
+        tags={"sslflow.data_hash": info["data_hash"]}, metrics=n, files=[layout.prepared / "split.json"],
+    )  # fmt: skip
     test_from = "official test split" if raw.test_mask is not None else f"test_fraction={cfg.test_fraction}"
     print(
         f"preprocess: train {n['train']} / val {n['val']} / test {n['test']} ({test_from}), "

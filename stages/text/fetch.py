@@ -1,11 +1,12 @@
 """Fetch the text source named by params `text.fetch` into data/raw (documents or tagged sentences)."""
 
 from sslflow.cli import run
-from sslflow.config import load
+from sslflow.config import Base, load
 from sslflow.paths import Layout
 from sslflow.text.config import Text
 from sslflow.text.corpus import write_raw_text
 from sslflow.text.sources import fetch_text
+from sslflow.tracking import record_data_stage
 
 
 def main() -> None:
@@ -20,6 +21,11 @@ def main() -> None:
         layout.raw, data.examples, data.classes,
         {"source": cfg.source, "task": text.task, "inputs": data.inputs, "license": data.license,
          "scheme": data.scheme, "recoded": list(data.recoded)},
+    )  # fmt: skip
+    record_data_stage(
+        "fetch", experiment=load(layout.params, "base", Base).experiment, params={"task": text.task, **cfg.model_dump()},
+        upstream=None, tags={"sslflow.raw_sha256": manifest["sha256"]}, metrics={"count": manifest["count"]},
+        files=[layout.raw / "manifest.json", layout.raw / "classes.json"],
     )  # fmt: skip
     kind = "documents" if text.task == "text-classification" else f"sentences ({data.scheme} read as IOB2)"
     print(

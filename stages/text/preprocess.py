@@ -6,7 +6,7 @@ import json
 import numpy as np
 
 from sslflow.cli import run
-from sslflow.config import load
+from sslflow.config import Base, load
 from sslflow.paths import Layout
 from sslflow.rawdata import npy_bytes
 from sslflow.splits import SPLITS, split_indices
@@ -15,6 +15,7 @@ from sslflow.text.corpus import jsonl_bytes, plain_text, read_raw_text, write_pr
 from sslflow.text.encode import pack_chunks
 from sslflow.text.tags import check_seen
 from sslflow.text.tokenizer import train_wordpiece
+from sslflow.tracking import record_data_stage
 
 
 def main() -> None:
@@ -57,6 +58,11 @@ def main() -> None:
     info = write_prepared_files(
         layout.prepared, files, {"counts": counts, "vocab_size": tokenizer.get_vocab_size()}
     )
+    record_data_stage(
+        "preprocess", experiment=load(layout.params, "base", Base).experiment, params=cfg.model_dump(), upstream="fetch",
+        tags={"sslflow.data_hash": info["data_hash"]}, metrics=counts | {"vocab_size": tokenizer.get_vocab_size()},
+        files=[layout.prepared / "split.json", layout.prepared / "tokenizer.json"],
+    )  # fmt: skip
     print(
         f"preprocess: train {counts['train']} / val {counts['val']} / test {counts['test']}, tokenizer "
         f"{tokenizer.get_vocab_size()} word pieces from the pool, {len(mlm['train'])} MLM chunks -> {layout.prepared}, "

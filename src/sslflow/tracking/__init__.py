@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
+import numpy as np
+
 from sslflow.atomic import write_json, write_text
 from sslflow.errors import SslflowError
 from sslflow.faults import Interrupted
@@ -227,11 +229,24 @@ def stage_run(
     run.end("FINISHED")
 
 
+def record_data_stage(
+    stage: str, *, experiment: str, params: dict, upstream: str | None, tags: dict[str, str],
+    metrics: dict[str, float], files: list[Path],
+) -> None:  # fmt: skip
+    """The run of a stage that trains nothing (fetch, preprocess): its params, counts, provenance files and
+    data hash, in the same lineage as the training runs downstream. Opened after the outputs are written, so
+    that bad input fails before anything is tracked."""
+    with stage_run(stage, experiment=experiment, params=params, upstream=upstream, tags=tags) as run:
+        run.log(metrics, 0)
+        for path in files:
+            run.log_artifact(path, stage)
+
+
 # What the logged model needs besides its code (sslflow travels with it as code_paths).
 SERVING_REQUIREMENTS = ("mlflow", "torch", "torchvision", "safetensors", "numpy", "pandas", "pydantic", "pyyaml")
 
 
-def log_image_classifier(model_dir: Path, name: str, classes_path: Path, example: "np.ndarray") -> str:
+def log_image_classifier(model_dir: Path, name: str, classes_path: Path, example: np.ndarray) -> str:
     """Log `model_dir/name.{safetensors,json}` as the pyfunc in tracking/pyfunc.py; returns the model URI.
 
     `example`: uint8 (n, C, H, W) test images; it fixes the input schema (any N, this C, H, W).

@@ -141,7 +141,7 @@ def simclr(args, runtime: Runtime) -> dict:
 def mlm(args, runtime: Runtime) -> dict:
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
-    from sslflow.text.config import TextPretrain, TextPreprocess
+    from sslflow.text.config import TextPreprocess, TextPretrain
     from sslflow.text.mlm import MaskedChunks, build_mlm, masker, mlm_step
     from sslflow.text.models import bert_config
     from sslflow.text.tokenizer import SPECIAL, for_transformers, train_wordpiece

@@ -5,15 +5,15 @@ page, and the `champion` alias on the registered model's page."""
 
 import json
 import shutil
-import subprocess
 import urllib.parse
 from pathlib import Path
 
 import mlflow
 import pytest
-from playwright.sync_api import sync_playwright
 from conftest import env_for, make_project, run_stage
-from test_serving import NAME, NO_RECALL_FLOOR, free_port, promote, set_params, stop, wait_for
+from playwright.sync_api import sync_playwright
+from servers import local_server
+from test_serving import NAME, NO_RECALL_FLOOR, promote, set_params
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium")
@@ -58,16 +58,10 @@ def pipeline(tmp_path_factory):
 def ui(pipeline, tmp_path_factory):
     """`scripts/ui.sh` against the project's store, on a free port of 127.0.0.1."""
     project, _ = pipeline
-    port = free_port()
-    log = (tmp_path_factory.mktemp("ui") / "ui.log").open("w")
-    proc = subprocess.Popen(["bash", str(REPO / "scripts" / "ui.sh"), "--port", str(port)], env=env_for(project),
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-    try:
-        wait_for(f"http://127.0.0.1:{port}/health", proc, 180)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(proc)
-        log.close()
+    log = tmp_path_factory.mktemp("ui") / "ui.log"
+    with local_server(lambda port: ["bash", str(REPO / "scripts" / "ui.sh"), "--port", str(port)],
+                      cwd=None, env=env_for(project), log=log, health="/health") as url:  # fmt: skip
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from conftest import env_for, make_project, merge, run_stage
 from torch.utils.data import DataLoader, SequentialSampler, TensorDataset
 
-from conftest import env_for, make_project, merge, run_stage
 from sslflow import distributed
 from sslflow.config import Base
 from sslflow.errors import SslflowError

@@ -14,8 +14,8 @@ from pathlib import Path
 import mlflow
 import pytest
 import yaml
-
 from conftest import env_for, make_project, run_stage
+
 from sslflow.checkpoint import Marker, read_payload
 from sslflow.errors import SslflowError
 from sslflow.lock import exclusive

@@ -9,6 +9,7 @@ import subprocess
 import numpy as np
 import pytest
 import torch
+from conftest import REPO, env_for, make_project, run_stage
 from sklearn.datasets import load_digits
 from torch.utils.data import DataLoader
 
@@ -27,8 +28,6 @@ from sslflow.optim import build_optimizer, build_schedule
 from sslflow.runtime import resolve, seed_everything
 from sslflow.train import fit
 from sslflow.vae import gaussian_kl, negative_elbo
-
-from conftest import REPO, env_for, make_project, run_stage
 
 CPU = resolve(Base(device="cpu", num_workers=0))
 METHODS = ["simclr", "autoencoder", "vae", "mae"]

@@ -5,7 +5,6 @@ import subprocess
 
 import pytest
 import yaml
-
 from conftest import env_for, make_project
 
 pytestmark = pytest.mark.slow

@@ -2,13 +2,9 @@
 in a fresh process and through `mlflow models serve` over REST."""
 
 import json
-import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -17,8 +13,9 @@ import mlflow
 import numpy as np
 import pytest
 import yaml
-
 from conftest import env_for, merge
+from servers import local_server
+
 from sslflow.artifacts import load_classifier
 from sslflow.finetune import predict_proba
 from sslflow.splits import data_hash
@@ -42,36 +39,6 @@ def promote(project: Path) -> str:
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(url: str, proc: subprocess.Popen, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=5):
-                return
-        except (urllib.error.URLError, ConnectionError):
-            time.sleep(1)
-    raise AssertionError(f"{url} did not answer within {seconds} s")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """SIGTERM to the server's own process group (it runs its workers as children), then SIGKILL."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -150,18 +117,14 @@ def test_champion_predicts_raw_images_in_a_fresh_process(project, images, expect
 @pytest.fixture(scope="module")
 def server(project, tmp_path_factory):
     """`mlflow models serve` of the champion, as the README runs it, on a free port of 127.0.0.1."""
-    port = free_port()
-    log = (tmp_path_factory.mktemp("serve") / "serve.log").open("w")
-    command = ["mlflow", "models", "serve", "-m", f"models:/{NAME}@champion", "--env-manager", "local",
-               "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
-    proc = subprocess.Popen(command, cwd=project, env=env_for(project), stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)  # fmt: skip
-    try:
-        wait_for(f"http://127.0.0.1:{port}/ping", proc, 180)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(proc)
-        log.close()
+
+    def command(port: int) -> list[str]:
+        return ["mlflow", "models", "serve", "-m", f"models:/{NAME}@champion", "--env-manager", "local",
+                "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
+
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    with local_server(command, cwd=project, env=env_for(project), log=log, health="/ping") as url:
+        yield url
 
 
 def invoke(server: str, body: dict) -> tuple[int, dict]:

@@ -70,8 +70,10 @@ def wait_for(path, proc, timeout=300):
 
 
 def runs(project):
+    """The pretrain runs (fetch and preprocess have theirs too)."""
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
-    return client.search_runs([client.get_experiment_by_name("sslflow").experiment_id])
+    experiment = client.get_experiment_by_name("sslflow").experiment_id
+    return client.search_runs([experiment], filter_string="tags.`sslflow.stage` = 'pretrain'")
 
 
 def losses(project):

@@ -269,8 +269,9 @@ def pretrain_stage_rss(rows: int, steps: int, workers: int) -> dict:
 def table(result: dict) -> str:
     s, m, r = result["simclr"], result["mlm"], result["peak_rss"]
     lines = [
-        f"Machine: {result['machine']['cpus']} CPUs, device {result['machine']['device']}, load average "
-        f"{result['machine']['load_before']} before and {result['machine']['load_after']} after; torch {result['machine']['torch']}.",
+        f"Machine: {result['machine']['cpus']} CPUs, device {result['machine']['device']}; torch {result['machine']['torch']}.",
+        "Load average (1, 5, 15 min) before and after each part: "
+        + "; ".join(f"{p} {result[p]['run']['load_before']} -> {result[p]['run']['load_after']} ({result[p]['run']['date']})" for p in PARTS),
         "",
         "| pretrain | batch | samples/s | data wait / step (s) | compute / step (s) |",
         "|---|---|---|---|---|",
@@ -290,6 +291,9 @@ def table(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+PARTS = {"simclr": simclr, "mlm": mlm, "peak_rss": None}  # peak_rss: pretrain_stage_rss at 1x and 10x
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=20, help="steps per timed run")
@@ -297,22 +301,31 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1, help="DataLoader workers (params base.num_workers)")
     ap.add_argument("--rows", type=int, default=60_000, help="pool rows at 1x for the memory runs")
     ap.add_argument("--out", default=str(REPO / "bench" / "throughput"))
+    ap.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
+                    help="rerun only these; the others are kept from the existing <out>.json")  # fmt: skip
     args = ap.parse_args()
 
+    out = Path(args.out)
     runtime = resolve(config.Base(num_workers=args.workers))
-    load_before = os.getloadavg()
-    result = {"simclr": simclr(args, runtime), "mlm": mlm(args, runtime)}
-    result["peak_rss"] = {scale: pretrain_stage_rss(args.rows * k, args.steps, args.workers) for scale, k in (("1x", 1), ("10x", 10))}
-    rss = result["peak_rss"]
-    rss["ratio_10x_1x"] = rss["10x"]["peak_rss_mib"] / rss["1x"]["peak_rss_mib"]
-    rss["anon_ratio_10x_1x"] = rss["10x"]["peak_anon_rss_mib"] / rss["1x"]["peak_anon_rss_mib"]
+    result = json.loads(out.with_suffix(".json").read_text()) if set(args.parts) != set(PARTS) else {}
+    for part in args.parts:
+        load_before = os.getloadavg()
+        if part == "peak_rss":
+            rss = {scale: pretrain_stage_rss(args.rows * k, args.steps, args.workers) for scale, k in (("1x", 1), ("10x", 10))}
+            rss["ratio_10x_1x"] = rss["10x"]["peak_rss_mib"] / rss["1x"]["peak_rss_mib"]
+            rss["anon_ratio_10x_1x"] = rss["10x"]["peak_anon_rss_mib"] / rss["1x"]["peak_anon_rss_mib"]
+            result[part] = rss
+        else:
+            result[part] = PARTS[part](args, runtime)
+        result[part]["run"] = {
+            "date": time.strftime("%Y-%m-%d %H:%M"), "load_before": [round(x, 2) for x in load_before],
+            "load_after": [round(x, 2) for x in os.getloadavg()],
+        }  # fmt: skip
     result["machine"] = {
         "cpus": os.cpu_count(), "device": str(runtime.device), "torch": torch.__version__, "python": platform.python_version(),
-        "load_before": [round(x, 2) for x in load_before], "load_after": [round(x, 2) for x in os.getloadavg()],
         "steps": args.steps, "repeats": args.repeats, "num_workers": args.workers,
     }  # fmt: skip
 
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     out.with_suffix(".md").write_text(table(result))

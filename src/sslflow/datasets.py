@@ -1,4 +1,5 @@
-"""Torch datasets over uint8 image arrays (N, C, H, W); arrays may be memory-mapped .npy files."""
+"""Torch datasets over uint8 image arrays (N, C, H, W): in memory, memory-mapped, or rows read on demand
+(sslflow.npyrows)."""
 
 from collections.abc import Callable
 
@@ -18,7 +19,7 @@ class Images(Dataset):
         return len(self.images)
 
     def __getitem__(self, i: int):
-        # np.array copies one row out of a memory map, so the whole file is never loaded
+        # np.array copies the one row out (of a memory map, or a read-only buffer), so the file is never loaded
         return self.transform(torch.from_numpy(np.array(self.images[i])))
 
 

@@ -8,6 +8,7 @@ losses have no separate single-process path.
 """
 
 import atexit
+import itertools
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -184,8 +185,9 @@ class Shard(Sampler):
         return len(self.sampler) // self.world_size
 
     def __iter__(self) -> Iterator:
-        order = list(self.sampler)[: len(self) * self.world_size]
-        yield from order[self.rank :: self.world_size][self.start :]
+        # Positions rank + W * k for k >= start, read as the sampler yields them (no list of the epoch).
+        first, stop = self.rank + self.world_size * self.start, len(self) * self.world_size
+        yield from itertools.islice(self.sampler, first, stop, self.world_size)
 
 
 def shard(sampler: Sampler) -> Sampler:

@@ -38,7 +38,9 @@ class EpochSampler(Sampler[tuple[int, int]]):
         g = torch.Generator().manual_seed(epoch_seed)
         order = torch.randperm(self.n, generator=g)
         seeds = torch.randint(0, 2**62, (self.n,), generator=g)
-        yield from zip(order[self.start :].tolist(), seeds[self.start :].tolist())
+        # Pair by pair: two Python lists of the epoch would cost ~150 bytes per item, growing with the data.
+        for index, item_seed in zip(order[self.start :].numpy(), seeds[self.start :].numpy()):
+            yield int(index), int(item_seed)
 
 
 class Seeded(Dataset):

@@ -22,6 +22,7 @@ from sslflow.cli import run
 from sslflow.datasets import Images
 from sslflow.embed import apply
 from sslflow.monitor import knn_accuracy
+from sslflow.npyrows import NpyRows
 from sslflow.optim import build_optimizer, build_schedule
 from sslflow.paths import Layout
 from sslflow.runtime import resolve, seed_everything
@@ -50,7 +51,7 @@ def main() -> None:
     distributed.init(runtime.device, base.nproc_per_node)  # under torchrun: one process per device
     seed_everything(base.seed)
 
-    pool = np.load(layout.prepared / "pool_images.npy", mmap_mode="r")  # (N, C, H, W) uint8, no labels
+    pool = NpyRows(layout.prepared / "pool_images.npy")  # (N, C, H, W) uint8, no labels, read row by row
     val_x = np.load(layout.prepared / "val_images.npy")
     val_y = np.load(layout.prepared / "val_labels.npy")
     method = methods.build(cfg, in_channels=pool.shape[1], size=tuple(pool.shape[-2:]))

@@ -1,6 +1,8 @@
 """Text track maths and pure functions: IOB conversion, seqeval numbers, masking rates, chunking, sources."""
 
 import json
+import os
+import subprocess
 import sys
 
 import numpy as np
@@ -25,6 +27,37 @@ CORPUS = [
 @pytest.fixture(scope="module")
 def tokenizer():
     return train_wordpiece(CORPUS, vocab_size=200, min_frequency=1, lowercase=False)
+
+
+HUGS = ["hug"] * 10 + ["pug"] * 5 + ["pun"] * 12 + ["bun"] * 4 + ["hugs"] * 5
+# By hand: pair counts (##u ##g) 20, (##u ##n) 16, (h ##u) 15, ...; merged one at a time, recounted each time,
+# the tie at 5 between (hug, ##s) and (p, ##ug) going to the alphabetically first pair.
+HUGS_LEARNED = ["##ug", "##un", "hug", "pun", "hugs", "pug", "bun"]
+
+
+def test_wordpiece_vocabulary_merges_the_most_frequent_pair_first():
+    head = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "##g", "##n", "##s", "##u", "b", "h", "p"]
+    full = train_wordpiece([" ".join(HUGS)], vocab_size=100, min_frequency=1, lowercase=False).get_vocab()
+    assert sorted(full, key=full.get) == head + HUGS_LEARNED
+    small = train_wordpiece([" ".join(HUGS)], vocab_size=len(head) + 3, min_frequency=1, lowercase=False).get_vocab()
+    assert sorted(small, key=small.get) == head + HUGS_LEARNED[:3]
+    frequent = train_wordpiece([" ".join(HUGS)], vocab_size=100, min_frequency=5, lowercase=False).get_vocab()
+    assert sorted(frequent, key=frequent.get) == head + HUGS_LEARNED[:-1]  # "bun" is seen 4 times
+
+
+def test_wordpiece_training_is_the_same_in_every_process():
+    # tokenizers' own trainer breaks such ties by hash-map order; string hashing differs between processes
+    corpus = [f"{chr(97 + i % 26)}{chr(97 + (i * 7) % 26)}{chr(97 + (i * 3) % 26)} x{i % 13}y" for i in range(300)]
+    script = (
+        "import json, sys; from sslflow.text.tokenizer import train_wordpiece; "
+        "print(train_wordpiece(json.loads(sys.argv[1]), vocab_size=150, min_frequency=1, lowercase=True).to_str())"
+    )
+    outputs = {
+        subprocess.run([sys.executable, "-c", script, json.dumps(corpus)], env={**os.environ, "PYTHONHASHSEED": seed},
+                       capture_output=True, text=True, check=True).stdout
+        for seed in ("1", "2", "3")
+    }  # fmt: skip
+    assert len(outputs) == 1
 
 
 def test_iob1_to_iob2():

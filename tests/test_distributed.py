@@ -197,7 +197,8 @@ def test_two_process_pretrain_and_finetune_write_the_single_process_layout(tmp_p
     run_stage(single, "fetch")
     run_stage(single, "preprocess")
     ddp = make_project(tmp_path / "ddp", {**overrides, "base": {"num_workers": 0, "nproc_per_node": 2}})
-    shutil.copytree(single / "data", ddp / "data")
+    for done in ("data", "lineage", "reports"):  # what fetch and preprocess left
+        shutil.copytree(single / done, ddp / done)
     for stage in ("pretrain", "finetune"):
         run_stage(single, stage)
 
@@ -226,7 +227,8 @@ def test_two_process_mlm_pretrain_and_text_finetune_write_the_single_process_lay
     for stage in ("fetch", "preprocess"):
         run_stage(single, stage, "text")
     ddp = make_project(tmp_path / "ddp", merge(overrides, {"base": {"nproc_per_node": 2}}))
-    shutil.copytree(single / "data", ddp / "data")
+    for done in ("data", "lineage", "reports"):  # what fetch and preprocess left
+        shutil.copytree(single / done, ddp / done)
     for stage in ("pretrain", "finetune"):
         run_stage(single, stage, "text")
 

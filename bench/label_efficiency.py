@@ -10,6 +10,7 @@ regression / RBF SVM / label spreading), given as REFERENCE.
 """
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -25,7 +26,12 @@ REPO = Path(__file__).resolve().parents[1]
 REFERENCE = {"1": 0.555, "5": 0.756, "10": 0.809, "40": 0.890}  # best classical macro-F1 on MNIST-5k
 
 
-def run(project: Path, env: dict, *args: str) -> float:
+def run(project: Path, env: dict, *args: str, outputs: tuple[str, ...] = (), earlier: dict | None = None) -> float:
+    """Run one step, or with `earlier` (a continued run) skip it when its `outputs` exist, taking its wall time
+    from the earlier log."""
+    if earlier is not None and outputs and all((project / o).exists() for o in outputs):
+        print(f"{earlier[' '.join(args)]:7.1f} s  {' '.join(args)}  (earlier run)", flush=True)
+        return earlier[" ".join(args)]
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, *args], cwd=project, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -40,11 +46,20 @@ def main() -> None:
     ap.add_argument("--budgets", nargs="+", default=None, help="default: sweep.budgets")
     ap.add_argument("--methods", nargs="+", default=None, help="default: sweep.methods (self-training: those of them in sweep.self_training)")
     ap.add_argument("--out", default=str(REPO / "bench" / "label_efficiency"))
+    ap.add_argument("--continue", dest="project", type=Path, help="an interrupted run's project dir: steps whose outputs exist are kept")
+    ap.add_argument("--log", type=Path, nargs="*", default=[], help="with --continue: the earlier runs' output, for their wall times")
+    ap.add_argument("--no-summary", action="store_true", help="run the steps only (e.g. one budget beside another process)")
     args = ap.parse_args()
 
-    project = Path(tempfile.mkdtemp(prefix="sslflow-le-bench-"))
-    shutil.copytree(REPO / "stages", project / "stages")
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    earlier = None
+    if args.project:
+        project = args.project
+        lines = [line.split(" s  ", 1) for log in args.log for line in log.read_text().splitlines() if " s  stages/" in line]
+        earlier = {cmd.removesuffix("  (earlier run)").strip(): float(t) for t, cmd in lines}
+    else:
+        project = Path(tempfile.mkdtemp(prefix="sslflow-le-bench-"))
+        shutil.copytree(REPO / "stages", project / "stages")
+    params = yaml.safe_load(((args.project or REPO) / "params.yaml").read_text())  # a continued run keeps its own
     sweep = params["sweep"]
     sweep["draws"] = args.draws
     if args.budgets:
@@ -52,24 +67,33 @@ def main() -> None:
     if args.methods:
         sweep["methods"] = args.methods
         sweep["self_training"] = [m for m in sweep["self_training"] if m in args.methods]
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    if not args.project:
+        (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}"}
 
-    wall = {"data": run(project, env, "stages/image/fetch.py") + run(project, env, "stages/image/preprocess.py")}
+    step = functools.partial(run, project, env, earlier=earlier)
+    wall = {"data": step("stages/image/fetch.py", outputs=("data/raw/manifest.json",))
+            + step("stages/image/preprocess.py", outputs=("data/prepared/split.json",))}  # fmt: skip
     for m in sweep["methods"]:
-        wall[f"pretrain/{m}"] = run(project, env, "stages/image/pretrain.py", "--method", m, "--out", f"models/sweep/{m}")
+        wall[f"pretrain/{m}"] = step("stages/image/pretrain.py", "--method", m, "--out", f"models/sweep/{m}",
+                                     outputs=(f"models/sweep/{m}/pretrain.json",))  # fmt: skip
     for b in map(str, sweep["budgets"]):
         cells = f"reports/sweep/cells/{b}"
         for m in sweep["methods"]:
             enc = f"models/sweep/{m}/encoder"
-            wall[f"cell/ssl-{m}/{b}"] = run(project, env, "stages/image/sweep.py", "ssl", "--method", m, "--encoder", enc, "--budget", b, "--out", cells)
+            wall[f"cell/ssl-{m}/{b}"] = step("stages/image/sweep.py", "ssl", "--method", m, "--encoder", enc, "--budget", b, "--out", cells,
+                                             outputs=(f"{cells}/{m}.json", f"{cells}/{m}-probe.json"))  # fmt: skip
         for m in sweep["self_training"]:
             enc = f"models/sweep/{m}/encoder"
-            wall[f"cell/self-training-{m}/{b}"] = run(
-                project, env, "stages/image/sweep.py", "self-training", "--method", m, "--encoder", enc, "--budget", b, "--out", cells
+            wall[f"cell/self-training-{m}/{b}"] = step(
+                "stages/image/sweep.py", "self-training", "--method", m, "--encoder", enc, "--budget", b, "--out", cells,
+                outputs=(f"{cells}/{m}-self-training.json",),
             )  # fmt: skip
-        wall[f"cell/baselines/{b}"] = run(project, env, "stages/image/sweep.py", "baselines", "--budget", b, "--out", cells)
-    wall["label_efficiency"] = run(project, env, "stages/image/label_efficiency.py", "--cells", "reports/sweep/cells")
+        wall[f"cell/baselines/{b}"] = step("stages/image/sweep.py", "baselines", "--budget", b, "--out", cells,
+                                           outputs=(f"{cells}/scratch.json", f"{cells}/classical.json"))  # fmt: skip
+    if args.no_summary:
+        return
+    wall["label_efficiency"] = step("stages/image/label_efficiency.py", "--cells", "reports/sweep/cells")
 
     table = json.loads((project / "reports" / "label_efficiency.json").read_text())
     pretrain = {m: json.loads((project / "models" / "sweep" / m / "pretrain.json").read_text()) for m in sweep["methods"]}

@@ -11,6 +11,7 @@ from sslflow.tracking import record_data_stage
 
 def main() -> None:
     cfg = load("params.yaml", "fetch", Fetch)
+    base = load("params.yaml", "base", Base)  # validated before anything is written
     layout = Layout()
     data = fetch(
         cfg.source,
@@ -29,7 +30,7 @@ def main() -> None:
         test_mask=data.test_mask,
     )
     record_data_stage(
-        "fetch", experiment=load("params.yaml", "base", Base).experiment, params=cfg.model_dump(), upstream=None,
+        "fetch", experiment=base.experiment, params=cfg.model_dump(), upstream=None,
         tags={"sslflow.raw_sha256": manifest["sha256"]}, metrics={"count": manifest["count"], "skipped": len(data.skipped)},
         files=[layout.raw / "manifest.json", layout.raw / "classes.json"],
     )  # fmt: skip

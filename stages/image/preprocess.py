@@ -10,6 +10,7 @@ from sslflow.tracking import record_data_stage
 
 def main() -> None:
     cfg = load("params.yaml", "preprocess", Preprocess)
+    base = load("params.yaml", "base", Base)  # validated before anything is written
     layout = Layout()
     raw = read_raw(layout.raw)
     splits = split_indices(
@@ -23,7 +24,7 @@ def main() -> None:
     info = write_prepared(layout.prepared, raw.images, raw.labels, raw.classes, splits)
     n = info["counts"]
     record_data_stage(
-        "preprocess", experiment=load("params.yaml", "base", Base).experiment, params=cfg.model_dump(), upstream="fetch",
+        "preprocess", experiment=base.experiment, params=cfg.model_dump(), upstream="fetch",
         tags={"sslflow.data_hash": info["data_hash"]}, metrics=n, files=[layout.prepared / "split.json"],
     )  # fmt: skip
     test_from = "official test split" if raw.test_mask is not None else f"test_fraction={cfg.test_fraction}"

@@ -12,6 +12,7 @@ from sslflow.tracking import record_data_stage
 def main() -> None:
     layout = Layout()
     text = load(layout.params, "text", Text)
+    base = load(layout.params, "base", Base)  # validated before anything is written
     cfg = text.fetch
     data = fetch_text(
         cfg.source, text.task, path=cfg.path, text_column=cfg.text_column, label_column=cfg.label_column,
@@ -23,7 +24,7 @@ def main() -> None:
          "scheme": data.scheme, "recoded": list(data.recoded)},
     )  # fmt: skip
     record_data_stage(
-        "fetch", experiment=load(layout.params, "base", Base).experiment, params={"task": text.task, **cfg.model_dump()},
+        "fetch", experiment=base.experiment, params={"task": text.task, **cfg.model_dump()},
         upstream=None, tags={"sslflow.raw_sha256": manifest["sha256"]}, metrics={"count": manifest["count"]},
         files=[layout.raw / "manifest.json", layout.raw / "classes.json"],
     )  # fmt: skip

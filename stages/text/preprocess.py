@@ -21,6 +21,7 @@ from sslflow.tracking import record_data_stage
 def main() -> None:
     layout = Layout()
     text = load(layout.params, "text", Text)
+    base = load(layout.params, "base", Base)  # validated before anything is written
     cfg = text.preprocess
     examples, classes, _ = read_raw_text(layout.raw, text.task)
     documents = text.task == "text-classification"
@@ -59,7 +60,7 @@ def main() -> None:
         layout.prepared, files, {"counts": counts, "vocab_size": tokenizer.get_vocab_size()}
     )
     record_data_stage(
-        "preprocess", experiment=load(layout.params, "base", Base).experiment, params=cfg.model_dump(), upstream="fetch",
+        "preprocess", experiment=base.experiment, params=cfg.model_dump(), upstream="fetch",
         tags={"sslflow.data_hash": info["data_hash"]}, metrics=counts | {"vocab_size": tokenizer.get_vocab_size()},
         files=[layout.prepared / "split.json", layout.prepared / "tokenizer.json"],
     )  # fmt: skip

@@ -48,8 +48,9 @@ def train_wordpiece(
 def _learn_vocab(words: Counter[str], vocab_size: int, min_frequency: int) -> dict[str, int]:
     """Token -> id: SPECIAL, the sorted alphabet, then pair merges (a heap of (-count, pair); stale entries,
     whose count has changed since they were pushed, are skipped when popped)."""
-    spelled = [[w[0], *(PREFIX + c for c in w[1:])] for w in sorted(words)]
-    counts = [words[w] for w in sorted(words)]
+    ordered = sorted(words)
+    spelled = [[w[0], *(PREFIX + c for c in w[1:])] for w in ordered]
+    counts = [words[w] for w in ordered]
     vocab = dict.fromkeys(SPECIAL + sorted({s for symbols in spelled for s in symbols}))
     pairs: Counter[tuple[str, str]] = Counter()
     where: dict[tuple[str, str], set[int]] = {}

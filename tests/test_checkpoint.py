@@ -8,6 +8,8 @@ import io
 import json
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -249,14 +251,44 @@ def test_sigterm_saves_at_the_next_step_boundary_and_exits_143(reference, tmp_pa
     assert torch.equal(params(model), params(reference[0]))
 
 
+HOLD_AND_FORK = """
+import os, sys, time
+from sslflow.lock import exclusive
+with exclusive(sys.argv[1], "pretrain"):
+    child = os.fork()
+    if child == 0:
+        time.sleep(60)
+        os._exit(0)
+    print(child, flush=True)
+    time.sleep(60)
+"""
+
+
 def test_a_second_holder_of_the_lock_is_refused(tmp_path):
     path = tmp_path / ".lock"
     with exclusive(path, "pretrain"):
-        assert path.read_text().strip() == str(os.getpid())
         with pytest.raises(SslflowError, match=f"pretrain is already running in this workspace \\(pid {os.getpid()} holds"):
             with exclusive(path, "pretrain"):
                 pass
     assert not path.exists()
+
+
+def test_a_killed_holder_frees_the_lock_although_its_forked_child_lives_on(tmp_path):
+    """A DataLoader worker outlives its SIGKILLed parent for a few seconds; it must not keep the workspace locked."""
+    path = tmp_path / ".lock"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_AND_FORK, str(path)], stdout=subprocess.PIPE, text=True)
+    child = int(holder.stdout.readline())
+    with pytest.raises(SslflowError, match=f"pid {holder.pid} holds"):
+        with exclusive(path, "pretrain"):
+            pass
+    holder.kill()
+    holder.wait()
+    try:
+        os.kill(child, 0)  # the forked child still runs and still has the lock file open
+        with exclusive(path, "pretrain"):
+            assert path.read_text().strip() == str(os.getpid())
+    finally:
+        os.kill(child, signal.SIGKILL)
 
 
 def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path, capsys):

@@ -150,7 +150,7 @@ def test_registered_model_predicts_labels_from_raw_strings(documents_project, mo
     model = mlflow.pyfunc.load_model("models:/sslflow-text@challenger")
     out = model.predict(pd.DataFrame({"text": ["the team scored a goal", "bank shares fell", ""]}))
     assert list(out.columns) == ["label", "proba_money", "proba_music", "proba_sport"]
-    assert set(out["label"]) <= set(TOPICS) and np.allclose(out.iloc[:, 1:].sum(1), 1.0)
+    assert set(out["label"]) <= set(TOPICS) and np.allclose(out.iloc[:, 1:].sum(axis=1), 1.0)
 
 
 def test_tokenizer_is_trained_on_the_pool_only(tmp_path, monkeypatch):

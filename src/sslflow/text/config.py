@@ -57,7 +57,7 @@ class TextPretrain(Section):
     method: Literal["mlm"] = "mlm"
     epochs: int = Field(50, gt=0)
     batch_size: int = Field(32, gt=1)
-    max_steps: int | None = Field(1200, gt=0)  # the learning-rate schedule ends here (or after `epochs`)
+    max_steps: int | None = Field(3000, gt=0)  # the learning-rate schedule ends here (or after `epochs`)
     mlm_probability: float = Field(0.25, gt=0, lt=1)
     model: BertSize = BertSize(dropout=0.0)
     optim: Optim = Optim(lr=2e-3, weight_decay=0.01, warmup_epochs=1)

@@ -267,6 +267,7 @@ with exclusive(sys.argv[1], "pretrain"):
 def test_a_second_holder_of_the_lock_is_refused(tmp_path):
     path = tmp_path / ".lock"
     with exclusive(path, "pretrain"):
+        assert path.read_text().strip() == str(os.getpid())
         with pytest.raises(SslflowError, match=f"pretrain is already running in this workspace \\(pid {os.getpid()} holds"):
             with exclusive(path, "pretrain"):
                 pass

@@ -55,7 +55,7 @@ def main() -> None:
     pretrain = json.loads((project / "reports" / "pretrain.json").read_text())
     result = {
         "profile": {"source": params["fetch"]["source"], "pretrain_epochs": params["pretrain"]["epochs"],
-                    "finetune": {k: params["finetune"][k] for k in ("mode", "epochs", "pseudo_label_rounds")}},  # fmt: skip
+                    "finetune": {k: params["finetune"][k] for k in ("method", "mode", "epochs", "fixmatch", "distill")}},  # fmt: skip
         "stages": stages,
         "default_repro_wall_s": sum(s["wall_s"] for s in stages.values()),
         "pretrain_images_per_s": pretrain["pretrain/samples_per_s"],
@@ -70,11 +70,10 @@ def main() -> None:
             run_stage(project, "finetune", env)
             run_stage(project, "evaluate", env)
             metrics = json.loads((project / "reports" / "metrics.json").read_text())
-            draws.append({m: metrics[m]["macro_f1"] for m in ("ssl", "scratch", "classical")})
+            draws.append({m: v["macro_f1"] for m, v in metrics.items() if m != "lift"} | {f"lift/{k}": v for k, v in metrics["lift"].items()})
             print(f"labels/class {budget} draw {draw}: {draws[-1]}", flush=True)
         result["budgets"][str(budget)] = {
-            m: {"mean": float(np.mean([d[m] for d in draws])), "std": float(np.std([d[m] for d in draws]))}
-            for m in ("ssl", "scratch", "classical")
+            m: {"mean": float(np.mean([d[m] for d in draws])), "std": float(np.std([d[m] for d in draws]))} for m in draws[0]
         } | {"draws": draws}
     if not args.reuse:
         shutil.rmtree(project)
@@ -85,9 +84,10 @@ def main() -> None:
     lines = ["| stage | wall s | peak RSS MiB |", "|---|---|---|"]
     lines += [f"| {s} | {v['wall_s']:.1f} | {v['peak_rss_mib']:.0f} |" for s, v in stages.items()]
     lines += ["", f"default repro {result['default_repro_wall_s']:.0f} s; pretrain {result['pretrain_images_per_s']:.0f} images/s", ""]
-    lines += ["| labels/class | ssl | scratch | classical |", "|---|---|---|---|"]
+    columns = [m for m in next(iter(result["budgets"].values())) if m != "draws"]
+    lines += ["| labels/class | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for budget, r in result["budgets"].items():
-        lines.append(f"| {budget} | " + " | ".join(f"{r[m]['mean']:.3f} ± {r[m]['std']:.3f}" for m in ("ssl", "scratch", "classical")) + " |")
+        lines.append(f"| {budget} | " + " | ".join(f"{r[m]['mean']:.3f} ± {r[m]['std']:.3f}" for m in columns) + " |")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -1,7 +1,9 @@
-"""Benchmark of the label-efficiency sweep (not a test): test macro-F1 of every method, probe, self-training
-variant and baseline at every label budget, mean over label draws, plus wall time, on the default data.
+"""Benchmark of the label-efficiency sweep (not a test): test macro-F1 of every method, probe, variant fine-tuned
+with the unlabeled pool (fixmatch, distill, ...) and baseline at every label budget, mean over label draws, plus
+wall time, on the default data.
 
-    python bench/label_efficiency.py [--draws 3] [--budgets 1 5 10 40 all] [--methods simclr ...] [--out bench/label_efficiency]
+    python bench/label_efficiency.py [--draws 3] [--budgets 1 5 10 40 all] [--methods simclr ...]
+        [--pool-methods fixmatch distill] [--jobs 2] [--out bench/label_efficiency]
 
 It runs the sweep's commands (the same as sweep/dvc.yaml) as subprocesses in a temporary copy of the project,
 so the workspace is untouched, timing each; then writes <out>.json, <out>.md and <out>.png. The best
@@ -18,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
@@ -44,7 +47,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--draws", type=int, default=3)
     ap.add_argument("--budgets", nargs="+", default=None, help="default: sweep.budgets")
-    ap.add_argument("--methods", nargs="+", default=None, help="default: sweep.methods (self-training: those of them in sweep.self_training)")
+    ap.add_argument("--methods", nargs="+", default=None, help="default: sweep.methods (with the pool: those of them in sweep.semisupervised)")
+    ap.add_argument("--pool-methods", nargs="+", default=None, help="default: sweep.pool_methods")
+    ap.add_argument("--jobs", type=int, default=1, help="cells run this many at a time (each with OMP_NUM_THREADS=1 when > 1)")
     ap.add_argument("--out", default=str(REPO / "bench" / "label_efficiency"))
     ap.add_argument("--continue", dest="project", type=Path, help="an interrupted run's project dir: steps whose outputs exist are kept")
     ap.add_argument("--log", type=Path, nargs="*", default=[], help="with --continue: the earlier runs' output, for their wall times")
@@ -66,10 +71,14 @@ def main() -> None:
         sweep["budgets"] = [b if b == "all" else int(b) for b in args.budgets]
     if args.methods:
         sweep["methods"] = args.methods
-        sweep["self_training"] = [m for m in sweep["self_training"] if m in args.methods]
+        sweep["semisupervised"] = [m for m in sweep["semisupervised"] if m in args.methods]
+    if args.pool_methods:
+        sweep["pool_methods"] = args.pool_methods
     if not args.project:
         (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}"}
+    if args.jobs > 1:
+        env["OMP_NUM_THREADS"] = "1"
 
     step = functools.partial(run, project, env, earlier=earlier)
     wall = {"data": step("stages/image/fetch.py", outputs=("data/raw/manifest.json",))
@@ -77,20 +86,26 @@ def main() -> None:
     for m in sweep["methods"]:
         wall[f"pretrain/{m}"] = step("stages/image/pretrain.py", "--method", m, "--out", f"models/sweep/{m}",
                                      outputs=(f"models/sweep/{m}/pretrain.json",))  # fmt: skip
+    cells = []  # (name, sweep.py arguments, outputs): independent of each other, so they may run side by side
     for b in map(str, sweep["budgets"]):
-        cells = f"reports/sweep/cells/{b}"
+        out = f"reports/sweep/cells/{b}"
+        where = ("--budget", b, "--out", out)
         for m in sweep["methods"]:
-            enc = f"models/sweep/{m}/encoder"
-            wall[f"cell/ssl-{m}/{b}"] = step("stages/image/sweep.py", "ssl", "--method", m, "--encoder", enc, "--budget", b, "--out", cells,
-                                             outputs=(f"{cells}/{m}.json", f"{cells}/{m}-probe.json"))  # fmt: skip
-        for m in sweep["self_training"]:
-            enc = f"models/sweep/{m}/encoder"
-            wall[f"cell/self-training-{m}/{b}"] = step(
-                "stages/image/sweep.py", "self-training", "--method", m, "--encoder", enc, "--budget", b, "--out", cells,
-                outputs=(f"{cells}/{m}-self-training.json",),
-            )  # fmt: skip
-        wall[f"cell/baselines/{b}"] = step("stages/image/sweep.py", "baselines", "--budget", b, "--out", cells,
-                                           outputs=(f"{cells}/scratch.json", f"{cells}/classical.json"))  # fmt: skip
+            enc = ("--method", m, "--encoder", f"models/sweep/{m}/encoder")
+            cells.append((f"cell/ssl-{m}/{b}", ("ssl", *enc, *where), (f"{out}/{m}.json", f"{out}/{m}-probe.json")))
+        for p in sweep["pool_methods"]:
+            for m in sweep["semisupervised"]:
+                enc = ("--method", m, "--encoder", f"models/sweep/{m}/encoder")
+                cells.append((f"cell/{m}-{p}/{b}", ("semisupervised", "--pool-method", p, *enc, *where), (f"{out}/{m}-{p}.json",)))
+            cells.append((f"cell/scratch-{p}/{b}", ("semisupervised", "--pool-method", p, *where), (f"{out}/scratch-{p}.json",)))
+        cells.append((f"cell/baselines/{b}", ("baselines", *where), (f"{out}/scratch.json", f"{out}/classical.json")))
+
+    def cell(item):
+        name, command, outputs = item
+        return name, step("stages/image/sweep.py", *command, outputs=outputs)
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        wall.update(pool.map(cell, cells))
     if args.no_summary:
         return
     wall["label_efficiency"] = step("stages/image/label_efficiency.py", "--cells", "reports/sweep/cells")
@@ -99,7 +114,8 @@ def main() -> None:
     pretrain = {m: json.loads((project / "models" / "sweep" / m / "pretrain.json").read_text()) for m in sweep["methods"]}
     result = {
         "profile": {"source": params["fetch"]["source"], "pretrain_epochs": params["pretrain"]["epochs"], "sweep": sweep,
-                    "finetune": {k: params["finetune"][k] for k in ("mode", "epochs", "batch_size")}},  # fmt: skip
+                    "finetune": {k: params["finetune"][k] for k in ("mode", "epochs", "batch_size", "fixmatch", "distill")},
+                    "jobs": args.jobs},  # fmt: skip
         "wall_s": wall,
         "total_wall_s": sum(wall.values()),
         "pretrain_val_knn_acc": {m: p["monitor/val_knn_acc"] for m, p in pretrain.items()},

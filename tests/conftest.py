@@ -15,7 +15,7 @@ TINY = {
     "base": {"num_workers": 0},
     "fetch": {"source": "sklearn-digits"},
     "pretrain": {"epochs": 1, "batch_size": 64, "encoder": {"width": 8}, "optim": {"warmup_epochs": 0}},
-    "finetune": {"epochs": 2, "labels_per_class": 3, "pseudo_label_rounds": 0},
+    "finetune": {"epochs": 2, "labels_per_class": 3, "fixmatch": {"steps": 3}, "distill": {"steps": 3}},
 }
 
 

@@ -5,6 +5,7 @@ import json
 import shutil
 
 import mlflow
+import numpy as np
 import pytest
 from conftest import make_project, run_stage
 
@@ -19,10 +20,15 @@ def test_outputs_of_every_stage(tiny_pipeline):
     assert json.loads((p / "models" / "encoder" / "encoder.json").read_text())["arch"] == "small_cnn"
     finetuned = {f.name for f in (p / "models" / "finetuned").iterdir()}
     assert {"ssl.safetensors", "scratch.safetensors", "classical.npz", "budget.json"} <= finetuned
+    assert {"ssl-supervised.safetensors", "scratch-supervised.safetensors"} <= finetuned  # the default method uses the pool
     assert json.loads((p / "models" / "finetuned" / "budget.json").read_text())["count"] == 30
     metrics = json.loads((p / "reports" / "metrics.json").read_text())
-    assert set(metrics) == {"ssl", "scratch", "classical", "lift"}
-    for name in ("ssl", "scratch", "classical"):
+    models = {"ssl", "ssl-supervised", "scratch", "scratch-supervised", "classical"}
+    assert set(metrics) == models | {"lift"}
+    assert set(metrics["lift"]) == {"pretraining", "pool", "pool_from_scratch", "ssl_minus_classical"}
+    assert metrics["lift"]["pool"] == pytest.approx(metrics["ssl"]["macro_f1"] - metrics["ssl-supervised"]["macro_f1"])
+    assert metrics["lift"]["pretraining"] == pytest.approx(metrics["ssl"]["macro_f1"] - metrics["scratch"]["macro_f1"])
+    for name in models:
         assert 0 <= metrics[name]["macro_f1"] <= 1
         assert (p / "reports" / "classification" / f"{name}.json").is_file()
         assert (p / "reports" / "plots" / "confusion" / f"{name}.csv").is_file()
@@ -67,6 +73,13 @@ def test_pretrain_is_reproducible(tiny_pipeline, tmp_path):
     [
         ({"finetune": {"labels_per_class": 500}}, "finetune.labels_per_class=500"),
         ({"finetune": {"learning_rate": 0.1}}, "finetune.learning_rate"),
+        ({"finetune": {"fixmatch": {"threshold": 1.0}}}, "finetune.fixmatch.threshold"),
+        ({"finetune": {"fixmatch": {"threshold": 0.0}}}, "finetune.fixmatch.threshold"),
+        ({"finetune": {"fixmatch": {"mu": 0}}}, "finetune.fixmatch.mu"),
+        ({"finetune": {"fixmatch": {"weight": -1.0}}}, "finetune.fixmatch.weight"),
+        ({"finetune": {"method": "mixmatch"}}, "finetune.method"),
+        ({"finetune": {"method": "distill", "distill": {"mu": 0}}}, "finetune.distill.mu"),
+        ({"finetune": {"method": "distill", "distill": {"teacher": "models/nope/ssl.safetensors"}}}, "finetune.distill.teacher"),
     ],
 )
 def test_bad_finetune_params_fail_cleanly_and_keep_outputs(tiny_pipeline, tmp_path, overrides, needle):
@@ -79,3 +92,37 @@ def test_bad_finetune_params_fail_cleanly_and_keep_outputs(tiny_pipeline, tmp_pa
     lines = proc.stderr.strip().splitlines()
     assert lines[-1].startswith("error: ") and needle in lines[-1]
     assert _digest(project / "models") == before
+
+
+def test_an_empty_pool_with_a_pool_method_fails_cleanly_and_keeps_outputs(tiny_pipeline, tmp_path):
+    project = make_project(tmp_path / "p")
+    for sub in ("data", "models"):
+        shutil.copytree(tiny_pipeline / sub, project / sub)
+    pool = project / "data" / "prepared" / "pool_images.npy"
+    np.save(pool, np.load(pool)[:0])
+    before = _digest(project / "models")
+    proc = run_stage(project, "finetune", check=False)
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "finetune.method" in last and "pool_images.npy" in last and "empty" in last
+    assert _digest(project / "models") == before
+
+
+def test_the_pool_labels_are_never_read(tiny_pipeline, tmp_path):
+    """The pool is the train and val images. With every val label wrong, fixmatch and distill give the same
+    weights byte for byte, so no pool label reached training. (Train labels are read to draw the budget only:
+    scrambling them would change which images are drawn.)"""
+    weights = {}
+    for scramble in (False, True):
+        for method in ("fixmatch", "distill"):
+            project = make_project(tmp_path / f"{method}-{scramble}", {"finetune": {"method": method}})
+            shutil.copytree(tiny_pipeline / "data", project / "data")
+            shutil.copytree(tiny_pipeline / "models" / "encoder", project / "models" / "encoder")
+            if scramble:
+                path = project / "data" / "prepared" / "val_labels.npy"
+                np.save(path, (np.load(path) + 1) % 10)
+            run_stage(project, "finetune")
+            weights[method, scramble] = {k: v for k, v in _digest(project / "models" / "finetuned").items() if k.endswith(".safetensors")}
+    assert weights["fixmatch", False] == weights["fixmatch", True]
+    assert weights["distill", False] == weights["distill", True]
+    assert weights["fixmatch", False]["ssl.safetensors"] != weights["distill", False]["ssl.safetensors"]  # it can tell

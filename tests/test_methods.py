@@ -235,25 +235,28 @@ def _cell(variant, kind, budget, f1s, labeled=20):
 def test_table_gathers_cells_and_compares_the_best_pretrained_with_each_baseline(tmp_path):
     cells = [
         _cell("vae", "ssl", 2, [0.5, 0.7]), _cell("vae-probe", "probe", 2, [0.8, 0.8]),
-        _cell("vae-self-training", "self-training", 2, [0.6, 0.6]),
+        _cell("vae-fixmatch", "semisupervised", 2, [0.6, 0.6]), _cell("scratch-fixmatch", "baseline", 2, [0.85, 0.85]),
         _cell("scratch", "baseline", 2, [0.2, 0.4]), _cell("classical", "baseline", 2, [0.9, 0.7]),
         _cell("vae", "ssl", "all", [0.9, 0.9], labeled=1000), _cell("vae-probe", "probe", "all", [0.95, 0.95], labeled=1000),
-        _cell("vae-self-training", "self-training", "all", [0.9, 0.9], labeled=1000),
+        _cell("vae-fixmatch", "semisupervised", "all", [0.9, 0.9], labeled=1000),
+        _cell("scratch-fixmatch", "baseline", "all", [0.9, 0.9], labeled=1000),
         _cell("scratch", "baseline", "all", [0.9, 0.9], labeled=1000), _cell("classical", "baseline", "all", [0.96, 0.96], labeled=1000),
     ]  # fmt: skip
     for c in cells:
         write_json(le.cell_path(tmp_path, c["budget"], c["variant"]), c)
-    variants = ["vae", "vae-probe", "vae-self-training", "scratch", "classical"]
+    variants = ["vae", "vae-probe", "vae-fixmatch", "scratch", "classical", "scratch-fixmatch"]
     table = le.table(le.gather(tmp_path, [2, "all"], variants))
     assert table["budgets"] == ["2", "all"]
     vae = table["variants"]["vae"]["2"]
     assert vae["macro_f1_mean"] == pytest.approx(0.6) and vae["macro_f1_std"] == pytest.approx(0.1) and vae["labels_per_class"] == 2
     assert table["variants"]["vae"]["all"]["labels_per_class"] == 100
+    # scratch-fixmatch is a baseline: it never counts as the best pretrained variant
     assert table["best"]["2"] == {"best_pretrained": "vae-probe", "macro_f1": 0.8, "minus_scratch": pytest.approx(0.5), "minus_classical": pytest.approx(0.0)}
     assert table["best"]["all"]["minus_classical"] == pytest.approx(-0.01)  # a loss is shown as a loss
     csvs = le.plot_csvs(table)
-    assert set(csvs) == {"ssl.csv", "probe.csv", "self_training.csv", "baselines.csv"}
+    assert set(csvs) == {"ssl.csv", "probe.csv", "fixmatch.csv", "baselines.csv"}
     assert csvs["probe.csv"].splitlines() == ["labels_per_class,vae", "2.0,0.8", "100.0,0.95"]
+    assert csvs["fixmatch.csv"].splitlines() == ["labels_per_class,vae,scratch", "2.0,0.6,0.85", "100.0,0.9,0.9"]
     assert csvs["baselines.csv"].splitlines()[0] == "labels_per_class,scratch,classical"
     assert "| vae-probe | 0.800 ± 0.000 | 0.950 ± 0.000 |" in le.markdown(table)
     curve = le.curves(table)["classical"]
@@ -301,7 +304,8 @@ def test_an_mae_encoder_goes_through_finetune_and_evaluate(tmp_path):
 
 @pytest.mark.slow
 def test_the_sweep_runs_with_dvc_repro_and_stays_out_of_the_default_run(tmp_path):
-    sweep = {"methods": ["autoencoder", "mae"], "self_training": ["autoencoder"], "budgets": [2, "all"], "draws": 2, "max_steps": 10}
+    sweep = {"methods": ["autoencoder", "mae"], "semisupervised": ["autoencoder"], "pool_methods": ["fixmatch", "distill"],
+             "budgets": [2, "all"], "draws": 2, "max_steps": 10}  # fmt: skip
     project = make_project(tmp_path / "p", {"sweep": sweep, "pretrain": SMALL_MAE}, dvc=True)
     shutil.copytree(REPO / "sweep", project / "sweep", ignore=shutil.ignore_patterns("dvc.lock", ".gitignore"))
     _sh(project, "git", "init", "-q")
@@ -313,7 +317,10 @@ def test_the_sweep_runs_with_dvc_repro_and_stays_out_of_the_default_run(tmp_path
     assert "Running stage 'pretrain'" not in ran  # the default pipeline's own stages are not rerun
     table = json.loads((project / "reports" / "label_efficiency.json").read_text())
     assert table["budgets"] == ["2", "all"]
-    expected = {"autoencoder", "mae", "autoencoder-probe", "mae-probe", "autoencoder-self-training", "scratch", "classical"}
+    expected = {
+        "autoencoder", "mae", "autoencoder-probe", "mae-probe", "autoencoder-fixmatch", "autoencoder-distill", "scratch",
+        "classical", "scratch-fixmatch", "scratch-distill",
+    }  # fmt: skip
     assert set(table["variants"]) == expected
     assert all(len(table["variants"][v][b]["macro_f1_draws"]) == 2 for v in expected for b in ("2", "all"))
     assert (project / "reports" / "label_efficiency.png").is_file()

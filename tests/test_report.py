@@ -37,7 +37,7 @@ def test_write_all_outputs(tmp_path):
     probas["ssl"] /= probas["ssl"].sum(1, keepdims=True)
     metrics = write_all(y, probas, CLASSES, tmp_path, 11)
     assert metrics["ssl"]["macro_f1"] == 1.0
-    assert metrics["lift"]["ssl_minus_scratch"] == pytest.approx(1.0 - metrics["scratch"]["macro_f1"])
+    assert metrics["lift"]["pretraining"] == pytest.approx(1.0 - metrics["scratch"]["macro_f1"])
     assert json.loads((tmp_path / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
     confusion = pd.read_csv(tmp_path / "plots" / "confusion" / "ssl.csv")
     assert len(confusion) == 60 and set(confusion.columns) == {"actual", "predicted"}

@@ -124,20 +124,60 @@ class Pretrain(Section):
     mae: Mae = Mae()
 
 
+class StrongAugment(Section):
+    """FixMatch's strong view (sslflow.batch_views): larger warps than the fine-tuning view, and cutout."""
+
+    rotation: float = Field(30.0, ge=0)
+    shear: float = Field(15.0, ge=0)
+    zoom: Pair = (0.8, 1.2)  # magnification range
+    translate: float = Field(0.15, ge=0, le=0.5)
+    brightness: float = Field(0.5, ge=0, lt=1)
+    contrast: float = Field(0.5, ge=0, lt=1)
+    cutout: float = Field(0.5, ge=0, le=1)  # largest side of the cut square, as a fraction of the image side
+    cutout_p: float = Field(1.0, ge=0, le=1)
+
+
+class FixMatch(Section):
+    """Consistency training (Sohn et al., 2020), continued from the supervised fine-tuned model."""
+
+    steps: int = Field(300, gt=0)
+    mu: int = Field(2, gt=0)  # pool images per labeled image in a step
+    threshold: float = Field(0.95, gt=0, lt=1)  # tau: confidence a weak view needs to give a pseudo-label
+    weight: float = Field(1.0, gt=0)  # lambda: weight of the unlabeled loss
+    strong: StrongAugment = StrongAugment()
+
+
+class Distill(Section):
+    """Self-distillation (SimCLRv2, Chen et al., 2020): a fresh student learns the teacher's soft pool labels."""
+
+    steps: int = Field(300, gt=0)
+    mu: int = Field(2, gt=0)  # pool images per labeled image in a step
+    temperature: float = Field(1.0, gt=0)
+    labeled_weight: float = Field(1.0, ge=0)  # weight of the labeled cross-entropy beside the distillation loss
+    teacher: str | None = None  # a classifier's .safetensors (its .json beside it); null: this stage's supervised model
+
+
+FinetuneMethod = Literal["supervised", "self-training", "fixmatch", "distill"]
+
+
 class Finetune(Section):
+    method: FinetuneMethod = "supervised"  # how the unlabeled pool is used while fine-tuning (supervised: not at all)
     mode: Literal["full", "linear"] = "full"
     labels_per_class: int | None = Field(10, gt=0)
     label_fraction: float | None = Field(None, gt=0, le=1)
     label_seed: int = 0
     epochs: int = Field(200, gt=0)
+    head_epochs: int = Field(0, ge=0)  # epochs of the head alone (encoder frozen) before `epochs` of all (LP-FT)
     batch_size: int = Field(64, gt=0)
     optim: Optim = Optim(lr=1e-2, weight_decay=1e-4)
     encoder_lr_scale: float = Field(0.1, ge=0)
     augment: Augment = Augment(crop_scale=(0.8, 1.0), rotation=10.0, shear=5.0, brightness=0.2, contrast=0.2, blur_p=0.0, erase_p=0.0)
-    pseudo_label_rounds: int = Field(0, ge=0)
+    pseudo_label_rounds: int = Field(1, gt=0)  # self-training
     pseudo_label_epochs: int = Field(10, gt=0)
     pseudo_label_threshold: float = Field(0.9, gt=0, le=1)
     pseudo_label_weight: float = Field(1.0, ge=0)
+    fixmatch: FixMatch = FixMatch()
+    distill: Distill = Distill()
     classical_c: float = Field(1.0, gt=0)
 
     @model_validator(mode="after")
@@ -151,11 +191,11 @@ class Sweep(Section):
     """The label-efficiency sweep (sweep/dvc.yaml): every method and baseline at every label budget."""
 
     methods: list[Method] = ["simclr", "autoencoder", "vae", "mae"]
-    self_training: list[Method] = ["simclr"]  # also with pseudo-labels
+    semisupervised: list[Method] = ["simclr"]  # also fine-tuned with each of pool_methods
+    pool_methods: list[Literal["self-training", "fixmatch", "distill"]] = ["fixmatch", "distill"]  # scratch too
     budgets: list[Annotated[int, Field(gt=0)] | Literal["all"]] = [1, 5, 10, 40, "all"]  # labels per class
     draws: int = Field(3, gt=0)  # label draws per cell, seeds finetune.label_seed + 0, 1, ...
-    max_steps: int | None = Field(1200, gt=0)  # per classifier fit; big budgets get fewer epochs (CPU)
-    pseudo_label_rounds: int = Field(1, gt=0)  # for the self-training variants
+    max_steps: int | None = Field(1200, gt=0)  # per supervised classifier fit; big budgets get fewer epochs (CPU)
     probe_c: float = Field(100.0, gt=0)  # inverse L2 strength of the linear probes' logistic regression
 
 

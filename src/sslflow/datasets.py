@@ -33,3 +33,14 @@ class LabeledImages(Images):
 
     def __getitem__(self, i: int):
         return super().__getitem__(i), self.labels[i], self.weights[i]
+
+
+class SoftLabeledImages(Images):
+    """(transformed image, soft target (K,)): a teacher's probabilities for self-distillation."""
+
+    def __init__(self, images: np.ndarray, transform: Callable, targets: torch.Tensor):
+        super().__init__(images, transform)
+        self.targets = targets
+
+    def __getitem__(self, i: int):
+        return super().__getitem__(i), self.targets[i]

@@ -24,9 +24,11 @@ class Classifier(nn.Module):
         super().__init__()
         self.encoder = encoder
         self.head = nn.Linear(feature_dim, num_classes)
-        self.freeze_encoder = freeze_encoder
-        if freeze_encoder:
-            self.encoder.requires_grad_(False)
+        self.freeze(freeze_encoder)
+
+    def freeze(self, frozen: bool) -> None:
+        self.freeze_encoder = frozen
+        self.encoder.requires_grad_(not frozen)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.freeze_encoder:

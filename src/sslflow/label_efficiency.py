@@ -1,6 +1,6 @@
 """The label-efficiency sweep: a cell is one variant at one label budget, over several label draws. A variant is
-a pretraining method's encoder fine-tuned (with or without pseudo-label self-training), or probed linearly, or a
-baseline. The table and the curve gather the cells: test macro-F1 against labels per class.
+a pretraining method's encoder fine-tuned (supervised, or with a method that uses the unlabeled pool too), or
+probed linearly, or a baseline (scratch, also with the pool methods, and classical). The table and the curve gather the cells: test macro-F1 against labels per class.
 """
 
 import functools
@@ -22,12 +22,14 @@ from sslflow.train import Log
 
 ALL = "all"  # the budget of every training label
 BASELINES = ("scratch", "classical")
-SUFFIX = {"self-training": "-self-training", "probe": "-probe"}  # variant names; no "+": MLflow keys refuse it
+SUFFIX = {"probe": "-probe"}  # variant names; no "+": MLflow keys refuse it
+POOL_METHODS = ("self-training", "fixmatch", "distill")  # finetune.method values that use the unlabeled pool
 
 
-def self_training(method: str) -> str:
-    """The variant of a method's encoder fine-tuned with pseudo-label self-training."""
-    return method + SUFFIX["self-training"]
+def with_pool(start: str, pool_method: str) -> str:
+    """The variant fine-tuned with a finetune.method that uses the pool, from `start` (a method's encoder, or
+    scratch), e.g. simclr-fixmatch, scratch-distill."""
+    return f"{start}-{pool_method}"
 
 
 def probe(method: str) -> str:
@@ -75,16 +77,17 @@ def capped_epochs(n: int, batch_size: int, epochs: int, max_steps: int | None) -
     return max(1, min(epochs, max_steps // per_epoch))
 
 
-def capped_train(ft: Finetune, max_steps: int | None, runtime: Runtime, log: Log, seed: int):
+def capped_train(ft: Finetune, max_steps: int | None, runtime: Runtime, log: Log, generator: torch.Generator):
     """finetune.train_classifier with the `finetune` params, each fit cut to at most `max_steps` steps; the
-    `train` that finetune.self_train takes."""
+    `train` that finetune.fit_method takes."""
     fit = functools.partial(
         train_classifier, augment_cfg=ft.augment, optim=ft.optim, encoder_lr_scale=ft.encoder_lr_scale,
-        batch_size=ft.batch_size, runtime=runtime, log=log, generator=torch.Generator().manual_seed(seed),
+        batch_size=ft.batch_size, runtime=runtime, log=log, generator=generator,
     )  # fmt: skip
 
     def train(model, images, labels, weights, *, epochs: int = ft.epochs, prefix: str):
-        return fit(model, images, labels, weights, epochs=capped_epochs(len(images), ft.batch_size, epochs, max_steps), prefix=prefix)
+        cap = functools.partial(capped_epochs, len(images), ft.batch_size, max_steps=max_steps)
+        return fit(model, images, labels, weights, epochs=cap(epochs), head_epochs=min(ft.head_epochs, cap(ft.head_epochs)), prefix=prefix)
 
     return train
 
@@ -99,7 +102,7 @@ def summarize(variant: str, kind: str, budget: int | str, num_classes: int, draw
     f1 = np.array([d["macro_f1"] for d in draws])
     return {
         "variant": variant,
-        "kind": kind,  # ssl | self-training | probe | baseline
+        "kind": kind,  # ssl | semisupervised | probe | baseline
         "budget": budget,
         "labels_per_class": float(np.mean([d["labeled"] for d in draws]) / num_classes),
         "macro_f1_mean": float(f1.mean()),
@@ -124,7 +127,7 @@ def gather(root: Path, budgets: Sequence[int | str], variants: Sequence[str]) ->
 def table(cells: list[dict]) -> dict:
     """{"budgets": [...], "variants": {variant: {"kind", budget: cell without draws' detail}}, "best": per budget}.
 
-    "best" compares the best pretrained variant (with or without self-training) with each baseline.
+    "best" compares the best pretrained variant (with or without the pool) with each baseline.
     """
     budgets = list(dict.fromkeys(str(c["budget"]) for c in cells))
     variants: dict[str, dict] = {}
@@ -161,16 +164,24 @@ def curves(tab: dict) -> dict[str, dict]:
 
 
 def plot_csvs(tab: dict) -> dict[str, str]:
-    """Wide CSVs for DVC's linear template: one per kind of variant, a column of mean macro-F1 per variant
-    (self-training and probe columns named by their method), rows by labels per class."""
+    """Wide CSVs for DVC's linear template, rows by labels per class: ssl.csv, probe.csv and baselines.csv with a
+    column of mean macro-F1 per variant (probe columns named by their method), and <pool method>.csv with a
+    column per start (e.g. fixmatch.csv: simclr, scratch)."""
     frames: dict[str, dict] = {}
     for variant, row in tab["variants"].items():
-        kind = row["kind"]
-        column = variant.removesuffix(SUFFIX.get(kind, ""))
-        frame = frames.setdefault(kind, {"labels_per_class": [row[b]["labels_per_class"] for b in tab["budgets"] if b in row]})
+        name, column = _csv_column(variant, row["kind"])
+        frame = frames.setdefault(name, {"labels_per_class": [row[b]["labels_per_class"] for b in tab["budgets"] if b in row]})
         frame[column] = [row[b]["macro_f1_mean"] for b in tab["budgets"] if b in row]
-    names = {"ssl": "ssl.csv", "self-training": "self_training.csv", "probe": "probe.csv", "baseline": "baselines.csv"}
-    return {names[kind]: pd.DataFrame(frame).to_csv(index=False) for kind, frame in frames.items()}
+    return {name: pd.DataFrame(frame).to_csv(index=False) for name, frame in frames.items()}
+
+
+def _csv_column(variant: str, kind: str) -> tuple[str, str]:
+    if kind == "probe":
+        return "probe.csv", variant.removesuffix(SUFFIX["probe"])
+    for pool_method in POOL_METHODS:
+        if variant.endswith(f"-{pool_method}"):
+            return f"{pool_method}.csv", variant.removesuffix(f"-{pool_method}")
+    return {"ssl": "ssl.csv", "baseline": "baselines.csv"}[kind], variant
 
 
 def markdown(tab: dict) -> str:

@@ -85,6 +85,21 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
+def lifts(score: dict[str, float]) -> dict[str, float]:
+    """What each ingredient bought, on the same labels.
+
+    pretraining: the pretrained start minus the random start, both fitted with the same finetune.method;
+    pool: the method that uses the unlabeled pool minus supervised fine-tuning, from the pretrained start
+    (pool_from_scratch: from the random start); present when a `<model>-supervised` was scored.
+    """
+    out = {"pretraining": score["ssl"] - score["scratch"], "ssl_minus_classical": score["ssl"] - score["classical"]}
+    if "ssl-supervised" in score:
+        out["pool"] = score["ssl"] - score["ssl-supervised"]
+    if "scratch-supervised" in score:
+        out["pool_from_scratch"] = score["scratch"] - score["scratch-supervised"]
+    return out
+
+
 def write_all(y_true: np.ndarray, probas: dict[str, np.ndarray], classes: list[str], reports_dir: Path, pr_points: int) -> dict:
     """All evaluate outputs under `reports_dir`; returns the metrics written to metrics.json."""
     reports = {name: per_class(y_true, p, classes) for name, p in probas.items()}
@@ -97,7 +112,6 @@ def write_all(y_true: np.ndarray, probas: dict[str, np.ndarray], classes: list[s
     write_text(reports_dir / "classification.md", markdown(reports, classes))
     metrics = {name: rep["summary"] for name, rep in reports.items()}
     if {"ssl", "scratch", "classical"} <= metrics.keys():
-        f1 = {name: m["macro_f1"] for name, m in metrics.items()}
-        metrics["lift"] = {"ssl_minus_scratch": f1["ssl"] - f1["scratch"], "ssl_minus_classical": f1["ssl"] - f1["classical"]}
+        metrics["lift"] = lifts({name: m["macro_f1"] for name, m in metrics.items()})
     write_json(reports_dir / "metrics.json", metrics)
     return metrics

@@ -28,7 +28,8 @@ def main() -> None:
     test_x = np.load(layout.prepared / "test_images.npy")
     test_y = np.load(layout.prepared / "test_labels.npy")
     classes = json.loads((layout.prepared / "classes.json").read_text())
-    probas = {name: predict_proba(load_classifier(layout.finetuned, name), test_x, runtime) for name in ("ssl", "scratch")}
+    fitted = json.loads((layout.finetuned / "models.json").read_text())["models"]  # ssl, scratch (and *-supervised)
+    probas = {name: predict_proba(load_classifier(layout.finetuned, name), test_x, runtime) for name in fitted}
     probas["classical"] = classical.predict_proba(classical.load(layout.finetuned / "classical.npz"), test_x)
 
     test_hash = data_hash(layout.prepared)
@@ -51,7 +52,7 @@ def main() -> None:
     lift = metrics["lift"]
     print(
         "evaluate: macro-F1 " + ", ".join(f"{n}={metrics[n]['macro_f1']:.3f}" for n in probas)
-        + f"; lift vs scratch {lift['ssl_minus_scratch']:+.3f}, vs classical {lift['ssl_minus_classical']:+.3f}"
+        + "; lift of " + ", ".join(f"{k} {v:+.3f}" for k, v in lift.items())
         + f"; ssl registered as {reg.model_name('image')} version {version} ({CHALLENGER})"
     )
 

@@ -1,18 +1,23 @@
 """finetune: fit the pretrained encoder ("ssl"), the same architecture from random init ("scratch") and
-logistic regression on pixels ("classical") on the same labeled budget. The test split is not read."""
+logistic regression on pixels ("classical") on the same labeled budget. With a `finetune.method` that uses
+the unlabeled pool, ssl and scratch are fitted with it and their supervised starting points are kept too
+("ssl-supervised", "scratch-supervised"), so evaluate can split what pretraining and the pool each bought.
+The test split is not read, nor are the pool's labels (it has none)."""
 
 import functools
 import json
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from sslflow import classical, config, distributed
-from sslflow.artifacts import load_encoder, save_classifier
+from sslflow.artifacts import load_classifier, load_encoder, save_classifier
 from sslflow.atomic import write_json
 from sslflow.cli import run
 from sslflow.encoders import build_encoder
-from sslflow.finetune import clone_init, predict_proba, self_train, train_classifier
+from sslflow.errors import SslflowError
+from sslflow.finetune import clone_init, fit_method, predict_proba, train_classifier
 from sslflow.heads import Classifier
 from sslflow.paths import Layout
 from sslflow.runtime import resolve, seed_everything
@@ -34,6 +39,9 @@ def main() -> None:
     val_x = np.load(layout.prepared / "val_images.npy")
     val_y = np.load(layout.prepared / "val_labels.npy")
     num_classes = len(json.loads((layout.prepared / "classes.json").read_text()))
+    if cfg.method != "supervised" and len(pool) == 0:
+        raise SslflowError(f"params key 'finetune.method' is {cfg.method}, but the unlabeled pool {layout.prepared / 'pool_images.npy'} is empty")
+    teacher = _teacher(cfg.distill.teacher) if cfg.method == "distill" and cfg.distill.teacher else None
     budget = draw_budget(train_y, labels_per_class=cfg.labels_per_class, label_fraction=cfg.label_fraction, seed=cfg.label_seed)
     labeled = (train_x[budget], train_y[budget])
 
@@ -48,34 +56,45 @@ def main() -> None:
         "sslflow.data_hash": data_hash(layout.prepared), "sslflow.world_size": str(world), "sslflow.batch_per_rank": str(batch),
     }  # fmt: skip
     if distributed.is_main():
-        print(f"finetune: {world} rank(s) x {batch} images = global batch {cfg.batch_size}")
+        print(f"finetune: {cfg.method}, {world} rank(s) x {batch} labeled images = global batch {cfg.batch_size}")
     tracking = stage_run("finetune", experiment=base.experiment, params=cfg.model_dump(), upstream="pretrain", tags=tags)
     with distributed.on_main(tracking, distributed.Silent()) as tracker:
         generator = torch.Generator().manual_seed(base.seed)
         train = functools.partial(
             train_classifier, augment_cfg=cfg.augment, optim=cfg.optim, encoder_lr_scale=cfg.encoder_lr_scale,
-            epochs=cfg.epochs, batch_size=batch, runtime=runtime, log=tracker.log, generator=generator,
+            epochs=cfg.epochs, head_epochs=cfg.head_epochs, batch_size=batch, runtime=runtime, log=tracker.log, generator=generator,
         )  # fmt: skip
-        summary = {"labeled": len(budget)}
+        summary, names = {"labeled": len(budget)}, []
         for name, init in inits.items():
-            model, history = self_train(
-                clone_init(runtime.prepare(init)), labeled, pool, rounds=cfg.pseudo_label_rounds,
-                threshold=cfg.pseudo_label_threshold, weight=cfg.pseudo_label_weight,
-                pseudo_epochs=cfg.pseudo_label_epochs, train=train, runtime=runtime, log=tracker.log, prefix=name,
+            supervised, model, stats = fit_method(
+                cfg.method, clone_init(runtime.prepare(init)), labeled, pool, cfg=cfg, train=train, teacher=teacher,
+                batch_size=batch, runtime=runtime, log=tracker.log, generator=generator, prefix=name,
             )  # fmt: skip
-            if distributed.is_main():  # rank 0 writes the outputs
-                save_classifier(model, enc_cfg, num_classes, layout.finetuned, name)
-            summary[f"{name}/val_acc"] = float((predict_proba(model, val_x, runtime).argmax(1) == val_y).mean())
-            summary.update({f"{name}/round{i + 1}_{k}": v for i, h in enumerate(history) for k, v in h.items()})
+            fitted = {name: model} if model is supervised else {name: model, f"{name}-supervised": supervised}
+            names += fitted
+            for key, m in fitted.items():
+                if distributed.is_main():  # rank 0 writes the outputs
+                    save_classifier(m, enc_cfg, num_classes, layout.finetuned, key)
+                summary[f"{key}/val_acc"] = float((predict_proba(m, val_x, runtime).argmax(1) == val_y).mean())
+            summary.update({f"{name}/{k}": v for k, v in stats.items()})
         if not distributed.is_main():
             return
         logreg = classical.fit_logreg(*labeled, num_classes, cfg.classical_c, base.seed)
         classical.save(logreg, layout.finetuned / "classical.npz")
         write_json(layout.finetuned / "budget.json", {"indices": budget.tolist(), "count": len(budget)})
+        write_json(layout.finetuned / "models.json", {"method": cfg.method, "models": names})
         write_json(layout.reports / "finetune.json", summary)
         tracker.log(summary, 0)
         tracker.log_artifact(layout.finetuned, "finetuned")
     print("finetune: " + ", ".join(f"{k}={v:.3f}" for k, v in summary.items() if "val_acc" in k))
+
+
+def _teacher(path: str) -> torch.nn.Module:
+    """finetune.distill.teacher: a classifier's weights, with its config (same name, .json) beside them."""
+    file = Path(path)
+    if file.suffix != ".safetensors" or not file.is_file() or not file.with_suffix(".json").is_file():
+        raise SslflowError(f"params key 'finetune.distill.teacher': no classifier at {path} (a .safetensors file with its .json beside it)")
+    return load_classifier(file.parent, file.stem)
 
 
 if __name__ == "__main__":

@@ -25,13 +25,15 @@ def main() -> None:
     base = config.load(layout.params, "base", config.Base)
     sw = config.load(layout.params, "sweep", config.Sweep)
 
-    variants = [*sw.methods, *map(le.probe, sw.methods), *map(le.self_training, sw.self_training), *le.BASELINES]
+    pooled = [le.with_pool(start, p) for p in sw.pool_methods for start in [*sw.semisupervised, "scratch"]]
+    variants = [*sw.methods, *map(le.probe, sw.methods), *le.BASELINES, *pooled]
     table = le.table(le.gather(args.cells, sw.budgets, variants))
     out = {"json": layout.reports / "label_efficiency.json", "md": layout.reports / "label_efficiency.md",
            "csv": layout.reports / "label_efficiency", "png": layout.reports / "label_efficiency.png"}  # fmt: skip
     le.write(table, out["json"], out["md"], out["csv"])
     title = f"label efficiency: test macro-F1, mean ± std over {sw.draws} label draws"
-    pictures.label_efficiency_curve(le.curves(table), set(le.BASELINES), out["png"], title)
+    baselines = {v for v, row in table["variants"].items() if row["kind"] == "baseline"}
+    pictures.label_efficiency_curve(le.curves(table), baselines, out["png"], title)
     with stage_run("sweep/label_efficiency", experiment=base.experiment, params=sw.model_dump(), upstream=None) as tracker:
         tracker.log({f"{v}/{b}/macro_f1": row[b]["macro_f1_mean"] for v, row in table["variants"].items() for b in table["budgets"]}, 0)
         for path in out.values():

@@ -1,20 +1,23 @@
 """sweep: one cell of the label-efficiency sweep (sweep/dvc.yaml): variants at one label budget, over
 `sweep.draws` label draws, scored on the test split.
 
-    python stages/image/sweep.py ssl --method M --encoder DIR --budget B --out DIR            # M, M-probe
-    python stages/image/sweep.py self-training --method M --encoder DIR --budget B --out DIR  # M-self-training
-    python stages/image/sweep.py baselines --budget B --out DIR                               # scratch, classical
+    python stages/image/sweep.py ssl --method M --encoder DIR --budget B --out DIR         # M, M-probe
+    python stages/image/sweep.py semisupervised --pool-method P [--method M --encoder DIR] \
+        --budget B --out DIR                                                               # M-P (scratch-P)
+    python stages/image/sweep.py baselines --budget B --out DIR                            # scratch, classical
 
-M fine-tunes the encoder as the finetune stage does (same `finetune` params and library); M-self-training adds
-sweep.pseudo_label_rounds rounds of pseudo-labels; M-probe is logistic regression on its frozen embeddings.
-Draw d uses label seed finetune.label_seed + d; a fit takes at most sweep.max_steps steps. Writes
-DIR/<variant>.json.
+M fine-tunes the encoder as the finetune stage does with finetune.method supervised (same `finetune` params and
+library); M-P with finetune.method P (self-training, fixmatch, distill), which also uses the unlabeled pool;
+without --method, P starts from the random init (scratch-P); M-probe is logistic regression on its frozen
+embeddings. Draw d uses label seed finetune.label_seed + d; a supervised fit takes at most sweep.max_steps
+steps. Writes DIR/<variant>.json.
 """
 
 import argparse
 import json
 import time
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import torch
@@ -26,7 +29,7 @@ from sslflow.atomic import write_json
 from sslflow.cli import run
 from sslflow.embed import apply
 from sslflow.encoders import build_encoder
-from sslflow.finetune import clone_init, predict_proba, self_train
+from sslflow.finetune import clone_init, fit_method, predict_proba
 from sslflow.heads import Classifier
 from sslflow.methods import cnn_encoder_config
 from sslflow.paths import Layout
@@ -38,14 +41,17 @@ from sslflow.tracking import stage_run
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("kind", choices=["ssl", "self-training", "baselines"])
+    ap.add_argument("kind", choices=["ssl", "semisupervised", "baselines"])
+    ap.add_argument("--pool-method", choices=get_args(config.FinetuneMethod)[1:], help="semisupervised: the finetune.method")
     ap.add_argument("--method", help="the pretraining method whose encoder is used")
     ap.add_argument("--encoder", type=Path, help="its encoder directory")
     ap.add_argument("--budget", required=True, help=f"labels per class, or {le.ALL}")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
-    if args.kind != "baselines" and (args.method is None or args.encoder is None):
-        ap.error(f"{args.kind} needs --method and --encoder")
+    if args.kind == "ssl" and (args.method is None or args.encoder is None):
+        ap.error("ssl needs --method and --encoder")
+    if args.kind == "semisupervised" and (args.pool_method is None or (args.method is None) != (args.encoder is None)):
+        ap.error("semisupervised needs --pool-method, and --method with --encoder or neither (scratch)")
     layout = Layout()
     base = config.load(layout.params, "base", config.Base)
     ft = config.load(layout.params, "finetune", config.Finetune)
@@ -61,46 +67,52 @@ def main() -> None:
     test_y = np.load(layout.prepared / "test_labels.npy")
     classes = json.loads((layout.prepared / "classes.json").read_text())
 
-    def finetuned(make_encoder, feature_dim: int, rounds: int):
-        """Test probabilities of a classifier on make_encoder() fitted to the draw, as the finetune stage fits."""
+    def finetuned(make_encoder, feature_dim: int, method: str):
+        """Test probabilities of a classifier on make_encoder() fitted to the draw with finetune.method `method`."""
 
         def fit(idx: np.ndarray, draw: int, log, prefix: str) -> np.ndarray:
             init = Classifier(make_encoder(), feature_dim, len(classes), freeze_encoder=ft.mode == "linear")
-            model, _ = self_train(
-                clone_init(runtime.prepare(init)), (train_x[idx], train_y[idx]), pool, rounds=rounds,
-                threshold=ft.pseudo_label_threshold, weight=ft.pseudo_label_weight, pseudo_epochs=ft.pseudo_label_epochs,
-                train=le.capped_train(ft, sw.max_steps, runtime, log, seed=ft.label_seed + draw), runtime=runtime, log=log, prefix=prefix,
+            generator = torch.Generator().manual_seed(ft.label_seed + draw)
+            _, model, _ = fit_method(
+                method, clone_init(runtime.prepare(init)), (train_x[idx], train_y[idx]), pool, cfg=ft,
+                train=le.capped_train(ft, sw.max_steps, runtime, log, generator), teacher=None, batch_size=ft.batch_size,
+                runtime=runtime, log=log, generator=generator, prefix=prefix,
             )  # fmt: skip
             return predict_proba(model, test_x, runtime)
 
         return fit
 
+    # scratch: the CNN methods' architecture (pretrain.encoder) from random init
+    scratch_cfg = cnn_encoder_config(config.load(layout.params, "pretrain", config.Pretrain), train_x.shape[1])
     if args.kind == "baselines":
-        # scratch: the CNN methods' architecture (pretrain.encoder) from random init
-        enc_cfg = cnn_encoder_config(config.load(layout.params, "pretrain", config.Pretrain), train_x.shape[1])
         fitters = {
-            "scratch": ("baseline", finetuned(lambda: build_encoder(enc_cfg), enc_cfg.feature_dim, rounds=0)),
+            "scratch": ("baseline", finetuned(lambda: build_encoder(scratch_cfg), scratch_cfg.feature_dim, "supervised")),
             "classical": ("baseline", lambda idx, draw, log, prefix: classical.predict_proba(
                 classical.fit_logreg(train_x[idx], train_y[idx], len(classes), ft.classical_c, base.seed), test_x
             )),
         }  # fmt: skip
+    elif args.kind == "semisupervised" and args.method is None:
+        fit = finetuned(lambda: build_encoder(scratch_cfg), scratch_cfg.feature_dim, args.pool_method)
+        fitters = {le.with_pool("scratch", args.pool_method): ("baseline", fit)}
     else:
         encoder, enc_cfg = load_encoder(args.encoder)
-        if args.kind == "self-training":
-            fitters = {le.self_training(args.method): ("self-training", finetuned(lambda: encoder, enc_cfg.feature_dim, sw.pseudo_label_rounds))}
+        if args.kind == "semisupervised":
+            fit = finetuned(lambda: encoder, enc_cfg.feature_dim, args.pool_method)
+            fitters = {le.with_pool(args.method, args.pool_method): ("semisupervised", fit)}
         else:
             features = (apply(encoder, train_x, runtime), apply(encoder, test_x, runtime))  # frozen: embedded once
             fitters = {
-                args.method: ("ssl", finetuned(lambda: encoder, enc_cfg.feature_dim, rounds=0)),
+                args.method: ("ssl", finetuned(lambda: encoder, enc_cfg.feature_dim, "supervised")),
                 le.probe(args.method): ("probe", lambda idx, draw, log, prefix: le.linear_probe(
                     features[0][idx], train_y[idx], features[1], len(classes), sw.probe_c, base.seed
                 )),
             }  # fmt: skip
 
-    params = {"sweep": sw.model_dump(), "finetune": ft.model_dump(), "cell": {"kind": args.kind, "budget": budget}}
+    cell = {"kind": args.kind, "budget": budget, "pool_method": args.pool_method}
+    params = {"sweep": sw.model_dump(), "finetune": ft.model_dump(), "cell": cell}
     upstream = f"sweep/pretrain-{args.method}" if args.method else None
     tags = {"sslflow.data_hash": data_hash(layout.prepared)}
-    name = f"sweep/{args.kind}-{args.method}-{budget}" if args.method else f"sweep/{args.kind}-{budget}"
+    name = "sweep/" + "-".join(str(p) for p in (args.kind, args.method, args.pool_method, budget) if p)
     with stage_run(name, experiment=base.experiment, params=params, upstream=upstream, tags=tags) as tracker:
         draws = {name: [] for name in fitters}
         for d in range(sw.draws):

@@ -1,5 +1,6 @@
-"""evaluate: score ssl, scratch and the classical baseline on the test split; write reports, DVC metrics
-and plots; log the ssl model with its tokenizer (it predicts from raw strings) and register it."""
+"""evaluate: score every fine-tuned model (ssl, scratch, and with a pool method their *-supervised starting
+points) and the classical baseline on the test split; write reports, DVC metrics and plots; log the ssl
+model with its tokenizer (it predicts from raw strings) and register it."""
 
 from sslflow.cli import run
 from sslflow.config import Base, Registry, load
@@ -29,10 +30,9 @@ def main() -> None:
     classes = read_json(layout.prepared / "classes.json")
     tokenizer = load_tokenizer(layout.finetuned / "tokenizer.json")
     encoding = read_json(layout.finetuned / "encoding.json")
-    probas = {
-        n: task.predict(load_classifier(layout.finetuned, n), tokenizer, test, encoding, runtime)
-        for n in ("ssl", "scratch")
-    }
+    probas = {}
+    for name in read_json(layout.finetuned / "models.json")["models"]:  # ssl, scratch (and *-supervised)
+        probas[name] = task.predict(load_classifier(layout.finetuned, name), tokenizer, test, encoding, runtime)
     probas["classical"] = task.predict_classical(baselines.load(layout.finetuned / "classical.npz"), test)
 
     test_hash = data_hash(layout.prepared)
@@ -58,7 +58,7 @@ def main() -> None:
     print(
         f"evaluate: {score} "
         + ", ".join(f"{n}={metrics[n][score]:.3f}" for n in probas)
-        + f"; lift vs scratch {metrics['lift']['ssl_minus_scratch']:+.3f}, vs classical {metrics['lift']['ssl_minus_classical']:+.3f}"
+        + "; lift of " + ", ".join(f"{k} {v:+.3f}" for k, v in metrics["lift"].items())
         + f"; ssl registered as {reg.model_name(task.name)} version {version} ({CHALLENGER})"
     )
 

@@ -64,7 +64,22 @@ class TextPretrain(Section):
     train: Train = Train()
 
 
+class TextFixMatch(Section):
+    """Consistency training (Sohn et al., 2020) on token ids, continued from the supervised fine-tuned model.
+    The views are sslflow.text.views: weak = [MASK] in place of `weak_mask` of the tokens; strong = delete
+    `strong_delete` of them, then [MASK] in place of `strong_mask` of the rest."""
+
+    steps: int = Field(300, gt=0)
+    mu: int = Field(2, gt=0)  # pool sequences per labeled sequence in a step
+    threshold: float = Field(0.9, gt=0, lt=1)  # tau: confidence a weak view needs to give a pseudo-label
+    weight: float = Field(1.0, gt=0)  # lambda: weight of the unlabeled loss
+    weak_mask: float = Field(0.1, ge=0, lt=1)  # fractions of the non-special tokens
+    strong_mask: float = Field(0.3, ge=0, lt=1)
+    strong_delete: float = Field(0.1, ge=0, lt=1)
+
+
 class TextFinetune(Section):
+    method: Literal["supervised", "fixmatch"] = "supervised"  # fixmatch: text-classification only
     labels_per_class: int | None = Field(10, gt=0)  # token-classification: labeled sentences
     label_fraction: float | None = Field(None, gt=0, le=1)
     label_seed: int = 0
@@ -73,6 +88,7 @@ class TextFinetune(Section):
     optim: Optim = Optim(lr=1e-3, weight_decay=0.01)
     encoder_lr_scale: float = Field(0.3, ge=0)
     classical_c: float = Field(10.0, gt=0)
+    fixmatch: TextFixMatch = TextFixMatch()
 
     @model_validator(mode="after")
     def _one_budget(self):

@@ -12,7 +12,7 @@ from seqeval.metrics import classification_report
 from seqeval.scheme import IOB2
 
 from sslflow.atomic import write_json, write_text
-from sslflow.report import write_confusion, write_pr_curves
+from sslflow.report import lifts, write_confusion, write_pr_curves
 from sslflow.text.tags import to_iob2
 
 SCHEME = "IOB2, seqeval strict mode"
@@ -77,10 +77,6 @@ def write_all(true_tags: list[list[str]], word_probas: dict[str, list[np.ndarray
     write_text(reports_dir / "classification.md", markdown(reports))
     metrics = {name: rep["summary"] for name, rep in reports.items()}
     if {"ssl", "scratch", "classical"} <= metrics.keys():
-        f1 = {name: m["entity_f1"] for name, m in metrics.items()}
-        metrics["lift"] = {
-            "ssl_minus_scratch": f1["ssl"] - f1["scratch"],
-            "ssl_minus_classical": f1["ssl"] - f1["classical"],
-        }
+        metrics["lift"] = lifts({name: m["entity_f1"] for name, m in metrics.items()})
     write_json(reports_dir / "metrics.json", metrics)
     return metrics

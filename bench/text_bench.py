@@ -1,11 +1,13 @@
 """Text track benchmark: the real stages, run in a scratch project with the repo's params.yaml.
 
 BBC News: pretrain once, then finetune + evaluate at 1, 5 and 10 labels per class over several label draws;
-macro-F1 of ssl, scratch and TF-IDF + logistic regression ("classical"). wikigold (if present): pretrain
-once, then entity F1 of ssl and scratch at two budgets of labeled sentences. Wall time of every stage run.
-Writes bench/text.json and bench/text.md.
+macro-F1 of every model evaluate scores: ssl, scratch and TF-IDF + logistic regression ("classical"), and with
+`--method fixmatch` also ssl-supervised and scratch-supervised (their starting points), on test and on val (the
+finetune stage's val scores, for choosing settings). wikigold (if present, unless --no-ner): pretrain once,
+then entity F1 at two budgets of labeled sentences. Wall time of every stage run. Writes <out>.json and <out>.md.
 
-    python bench/text_bench.py [--seeds 3] [--budgets 1 5 10] [--ner-budgets 50 200] [--work DIR]
+    python bench/text_bench.py [--seeds 3] [--budgets 1 5 10] [--ner-budgets 50 200] [--method fixmatch]
+        [--no-ner] [--work DIR] [--out bench/text]
 """
 
 import argparse
@@ -43,8 +45,11 @@ def sweep(project: Path, params: dict, budgets: list[int], seeds: int, score: st
             stage("finetune", project, params, times)
             stage("evaluate", project, params, times)
             metrics = json.loads((project / "reports" / "metrics.json").read_text())
-            for model in ("ssl", "scratch", "classical"):
+            val = json.loads((project / "reports" / "finetune.json").read_text())
+            for model in (m for m in metrics if m != "lift"):
                 results.setdefault(budget, {}).setdefault(model, []).append(metrics[model][score])
+                if f"{model}/val_{score}" in val:
+                    results[budget].setdefault(f"{model} (val)", []).append(val[f"{model}/val_{score}"])
     return results
 
 
@@ -62,9 +67,9 @@ def table(name: str, result: dict, score: str) -> list[str]:
     lines = [
         f"## {name}: {score}, mean ± sd over label draws",
         "",
-        "| budget | ssl | scratch | classical |",
-        "|---|---|---|---|",
     ]
+    columns = list(next(iter(result["scores"].values())))
+    lines += ["| budget | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for budget, models in result["scores"].items():
         cells = [f"{statistics.mean(v):.3f} ± {statistics.pstdev(v):.3f}" for v in models.values()]
         lines.append(f"| {budget} | " + " | ".join(cells) + " |")
@@ -80,11 +85,16 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--budgets", type=int, nargs="+", default=[1, 5, 10])
     parser.add_argument("--ner-budgets", type=int, nargs="+", default=[50, 200])
+    parser.add_argument("--method", choices=["supervised", "fixmatch"], help="text.finetune.method (default: params.yaml's)")
+    parser.add_argument("--no-ner", action="store_true", help="BBC only")
     parser.add_argument("--work", type=Path, default=None, help="scratch directory (default: a new temp dir)")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "text")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="text-bench-"))
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["base"].update(modality="text", experiment="text-bench")
+    if args.method:
+        params["text"]["finetune"]["method"] = args.method
 
     results = {
         "bbc-news": track(work / "bbc", json.loads(json.dumps(params)), args.budgets, args.seeds, "macro_f1")
@@ -96,14 +106,14 @@ def main() -> None:
         "",
     ]
     lines += table("BBC News (5 topics)", results["bbc-news"], "macro_f1")
-    if WIKIGOLD.is_file():
+    if WIKIGOLD.is_file() and not args.no_ner:
         ner = json.loads(json.dumps(params))
         ner["text"].update(task="token-classification")
         ner["text"]["fetch"].update(source="conll", path=str(WIKIGOLD))
         results["wikigold"] = track(work / "wikigold", ner, args.ner_budgets, args.seeds, "entity_f1")
         lines += table("wikigold NER", results["wikigold"], "entity_f1 (seqeval strict IOB2, micro)")
-    (REPO / "bench" / "text.json").write_text(json.dumps(results, indent=2) + "\n")
-    (REPO / "bench" / "text.md").write_text("\n".join(lines))
+    args.out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text("\n".join(lines))
     print("\n".join(lines))
 
 

@@ -1,15 +1,19 @@
 """The promotion gate as a pure function: every rule on its own, and the tags it reads."""
 
+import numpy as np
 import pytest
+from sklearn.metrics import f1_score
 
 from sslflow.errors import SslflowError
 from sslflow.promotion import Candidate, decide, evidence_tags, report
+from sslflow.report import chance_macro_f1
 
 GATE = {"min_delta": 0.01, "min_class_recall": 0.5}
 
 
-def candidate(version="2", macro_f1=0.80, min_class_recall=0.70, data_hash="aaa"):
-    return Candidate(version, macro_f1, min_class_recall, data_hash, run_id=f"run{version}", git_commit="abc")
+def candidate(version="2", macro_f1=0.80, min_class_recall=0.70, data_hash="aaa", baseline=0.0, chance=0.0):
+    return Candidate(version, macro_f1, min_class_recall, data_hash, run_id=f"run{version}", git_commit="abc",
+                     best_baseline="classical", best_baseline_f1=baseline, chance_f1=chance, labeled=20)  # fmt: skip
 
 
 CHAMPION = candidate("1", macro_f1=0.80)
@@ -94,3 +98,56 @@ def test_report_has_decision_reason_and_both_versions():
     assert out["promoted"] is True and out["reason"]
     assert out["challenger"]["macro_f1"] == 0.85 and out["champion"]["version"] == "1"
     assert out["thresholds"] == GATE
+
+
+def test_a_first_model_below_its_baseline_is_not_promoted():
+    decision = decide(candidate(macro_f1=0.506, baseline=0.551, chance=0.5), None, **GATE)
+    assert not decision.promote
+    assert "macro-F1 0.506 is not at least promote.min_delta 0.01 above the classical baseline 0.551 trained on the same 20 labels" in decision.reason
+    assert "above chance level 0.500" in decision.reason  # 0.506 < 0.5 + 0.01 too: both named
+
+
+def test_a_first_model_better_than_its_baselines_and_chance_is_promoted():
+    decision = decide(candidate(macro_f1=0.90, baseline=0.80, chance=0.1), None, **GATE)
+    assert decision.promote and "+0.100 over the classical baseline" in decision.reason
+
+
+def test_a_challenger_better_than_the_champion_but_not_than_its_baseline_is_not_promoted():
+    decision = decide(candidate(macro_f1=0.85, baseline=0.845), CHAMPION, **GATE)
+    assert not decision.promote and "classical baseline 0.845" in decision.reason
+
+
+def test_a_version_without_baseline_evidence_is_never_promoted():
+    old = Candidate("2", 0.99, 0.9, "aaa", run_id="r", git_commit="c")  # registered before the tags existed
+    decision = decide(old, None, **GATE)
+    assert not decision.promote and "rerun evaluate" in decision.reason
+
+
+@pytest.mark.parametrize("counts", [[90, 10], [50, 50], [90, 5, 5], [40, 30, 20, 10]])
+def test_chance_level_is_the_best_input_blind_guess_on_skewed_test_sets(counts):
+    y = np.repeat(np.arange(len(counts)), counts)
+    p = np.array(counts) / sum(counts)
+    majority = f1_score(y, np.full_like(y, np.argmax(counts)), average="macro", zero_division=0)
+    assert majority < chance_macro_f1(len(counts)) + 1e-12
+
+    def expected_macro_f1(q):  # guessing class c with probability q_c, in expectation over many examples
+        return np.mean(np.where(p + q > 0, 2 * p * q / np.maximum(p + q, 1e-12), 0))
+
+    for q in np.random.default_rng(0).dirichlet(np.ones(len(counts)), size=200):
+        assert expected_macro_f1(q) <= chance_macro_f1(len(counts)) + 1e-12
+    assert expected_macro_f1(p) == pytest.approx(chance_macro_f1(len(counts)))
+
+
+def test_a_model_no_better_than_chance_on_a_skewed_test_set_is_not_promoted():
+    # two classes at 90/10: 0.48 macro-F1 beats always answering the majority class (0.474), not guessing (0.5)
+    decision = decide(candidate(macro_f1=0.48, chance=chance_macro_f1(2)), None, **GATE)
+    assert not decision.promote and "above chance level 0.500" in decision.reason
+
+
+def test_evidence_tags_keep_the_best_baseline_and_round_trip():
+    tags = evidence_tags(macro_f1=0.9, min_class_recall=0.5, data_hash="h", run_id="r", git_commit="c",
+                         baselines={"scratch": 0.7, "classical": 0.8}, chance_f1=0.1, labeled=20)  # fmt: skip
+    back = Candidate.from_tags("3", tags)
+    assert (back.best_baseline, back.best_baseline_f1, back.chance_f1, back.labeled) == ("classical", 0.8, 0.1, 20)
+    out = report(decide(back, None, **GATE), back, None, **GATE)
+    assert out["margins"]["over_best_baseline"] == pytest.approx(0.1) and out["margins"]["over_champion"] is None

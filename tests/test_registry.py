@@ -40,11 +40,12 @@ def project(tmp_path, empty_store, monkeypatch):
     return tmp_path
 
 
-def register(project, macro_f1, min_class_recall=0.7, data_hash="hash-a", champion=False) -> str:
+def register(project, macro_f1, min_class_recall=0.7, data_hash="hash-a", champion=False, baseline=0.5) -> str:
     """A new dummy version as evaluate registers one (alias challenger); optionally also the champion."""
     registry = ModelRegistry(NAME, f"sqlite:///{project / 'mlflow.db'}")
     tags = evidence_tags(macro_f1=macro_f1, min_class_recall=min_class_recall, data_hash=data_hash,
-                         run_id=f"run-{macro_f1}", git_commit="abc")  # fmt: skip
+                         run_id=f"run-{macro_f1}", git_commit="abc", baselines={"scratch": baseline - 0.1, "classical": baseline},
+                         chance_f1=0.1, labeled=20)  # fmt: skip
     version = registry.register_challenger(str(project / "model"), tags)
     if champion:
         client(project).set_registered_model_alias(NAME, CHAMPION, version)
@@ -106,6 +107,18 @@ def test_rejected_challenger_leaves_champion(project, capsys, challenger, reason
     result = json.loads((project / "reports" / "promotion.json").read_text())
     assert not result["promoted"] and reason in result["reason"]
     assert client(project).get_model_version(NAME, v2).tags[REASON] == f"kept out: {result['reason']}"
+
+
+def test_a_first_model_below_its_baseline_does_not_become_champion(project, capsys):
+    v1 = register(project, 0.506, baseline=0.551)
+    assert f"version {v1} stays challenger" in promote(capsys)
+    assert aliases(project) == {CHALLENGER: v1}
+    result = json.loads((project / "reports" / "promotion.json").read_text())
+    assert not result["promoted"] and result["champion"] is None
+    assert "macro-F1 0.506 is not at least promote.min_delta 0.01 above the classical baseline 0.551 trained on the same 20 labels" in result["reason"]
+    assert result["margins"]["over_best_baseline"] == pytest.approx(0.506 - 0.551)
+    tags = client(project).get_model_version(NAME, v1).tags
+    assert tags[REASON] == f"kept out: {result['reason']}" and tags["sslflow.best_baseline"] == "classical"
 
 
 def test_rerun_after_promotion_changes_nothing(project, capsys):

@@ -113,9 +113,9 @@ def test_a_pool_method_learns_and_reports(method):
          "distill": {"steps": 60}}  # fmt: skip
     )
     losses = []
-    log = lambda metrics, step: losses.extend(v for k, v in metrics.items() if k.endswith("/loss") and method in k)  # noqa: E731
+    log = lambda metrics, step: losses.extend(v for k, v in metrics.items() if k.endswith("/loss") and method in k)
     gen = torch.Generator().manual_seed(0)
-    train = lambda model, images, labels, weights, epochs=cfg.epochs, prefix="": train_classifier(  # noqa: E731
+    train = lambda model, images, labels, weights, epochs=cfg.epochs, prefix="": train_classifier(
         model, images, labels, weights, augment_cfg=cfg.augment, optim=cfg.optim, encoder_lr_scale=1.0, epochs=epochs,
         batch_size=16, runtime=runtime, log=log, generator=gen, prefix=prefix)  # fmt: skip
     supervised, model, stats = fit_method(

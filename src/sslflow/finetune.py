@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, RandomSampler
 
 from sslflow import batch_views, semisup
-from sslflow.config import Augment, Distill, FixMatch, Finetune, FinetuneMethod, Optim
+from sslflow.config import Augment, Distill, Finetune, FinetuneMethod, FixMatch, Optim
 from sslflow.datasets import Images, LabeledImages, SoftLabeledImages
 from sslflow.distributed import shard
 from sslflow.embed import apply

@@ -1,8 +1,9 @@
 """The promotion gate: may the challenger take the `champion` alias? Pure: tags in, decision out.
 
-A registered version carries its evidence as tags (written by evaluate). The challenger is promoted only
-when it was evaluated on the same data as the champion, beats its macro-F1 by at least `min_delta`, and
-no class's recall is below `min_class_recall`. With no champion yet, the recall floor alone decides.
+A registered version carries its evidence as tags (written by evaluate). Every challenger, the first one too,
+must beat the best baseline trained on the same labels in the same run (scratch, classical) and the test set's
+chance level, each by at least `min_delta`, and no class's recall may be below `min_class_recall`. With a
+champion, it must also have been evaluated on the same data and beat the champion's macro-F1 by `min_delta`.
 """
 
 from dataclasses import asdict, dataclass
@@ -15,6 +16,10 @@ MIN_CLASS_RECALL = "sslflow.min_class_recall"
 DATA_HASH = "sslflow.data_hash"
 GIT_COMMIT = "sslflow.git_commit"
 RUN_ID = "sslflow.run_id"
+BEST_BASELINE = "sslflow.best_baseline"  # the name of the best baseline of the same run, e.g. "classical"
+BEST_BASELINE_F1 = "sslflow.best_baseline_f1"
+CHANCE_F1 = "sslflow.chance_f1"  # the best macro-F1 of a predictor that ignores its input
+LABELED = "sslflow.labeled"  # labeled examples the models were trained on
 REASON = "sslflow.promotion"
 
 # Tags hold floats as text; a gain of exactly min_delta must not fail on the last bit.
@@ -31,6 +36,11 @@ class Candidate:
     data_hash: str
     run_id: str
     git_commit: str
+    # None on versions registered before evaluate wrote them: such a challenger is never promoted
+    best_baseline: str | None = None
+    best_baseline_f1: float | None = None
+    chance_f1: float | None = None
+    labeled: int | None = None
 
     @classmethod
     def from_tags(cls, version: str, tags: dict[str, str]) -> "Candidate":
@@ -39,7 +49,9 @@ class Candidate:
         if missing:
             raise SslflowError(f"version {version} lacks the tags {', '.join(missing)}; register it with evaluate")
         numbers = {}
-        for key in (MACRO_F1, MIN_CLASS_RECALL):
+        for key in (MACRO_F1, MIN_CLASS_RECALL, BEST_BASELINE_F1, CHANCE_F1):
+            if key not in tags:
+                continue
             try:
                 numbers[key] = float(tags[key])
             except ValueError:
@@ -53,18 +65,34 @@ class Candidate:
             data_hash=tags[DATA_HASH],
             run_id=tags[RUN_ID],
             git_commit=tags.get(GIT_COMMIT, "unknown"),
+            best_baseline=tags.get(BEST_BASELINE),
+            best_baseline_f1=numbers.get(BEST_BASELINE_F1),
+            chance_f1=numbers.get(CHANCE_F1),
+            labeled=int(tags[LABELED]) if tags.get(LABELED, "").isdigit() else None,
         )
 
 
-def evidence_tags(*, macro_f1: float, min_class_recall: float, data_hash: str, run_id: str, git_commit: str) -> dict[str, str]:
-    """The tags `Candidate.from_tags` reads back; floats as repr, so they round-trip exactly."""
-    return {
+def evidence_tags(
+    *, macro_f1: float, min_class_recall: float, data_hash: str, run_id: str, git_commit: str,
+    baselines: dict[str, float] | None = None, chance_f1: float | None = None, labeled: int | None = None,
+) -> dict[str, str]:  # fmt: skip
+    """The tags `Candidate.from_tags` reads back; floats as repr, so they round-trip exactly. `baselines`:
+    the macro-F1 of each baseline trained on the same labels in the same run; the best one is kept."""
+    tags = {
         MACRO_F1: repr(float(macro_f1)),
         MIN_CLASS_RECALL: repr(float(min_class_recall)),
         DATA_HASH: data_hash,
         RUN_ID: run_id,
         GIT_COMMIT: git_commit,
     }
+    if baselines:
+        best = max(baselines, key=baselines.get)
+        tags |= {BEST_BASELINE: best, BEST_BASELINE_F1: repr(float(baselines[best]))}
+    if chance_f1 is not None:
+        tags[CHANCE_F1] = repr(float(chance_f1))
+    if labeled is not None:
+        tags[LABELED] = str(int(labeled))
+    return tags
 
 
 @dataclass(frozen=True)
@@ -78,15 +106,15 @@ def decide(challenger: Candidate, champion: Candidate | None, *, min_delta: floa
     """Promote only if every check passes; otherwise the reason lists each failed check."""
     if champion is not None and champion.version == challenger.version:
         return Decision(True, f"version {challenger.version} is already the champion", record=False)
-    failed = []
+    failed = _floors(challenger, min_delta)
     if challenger.min_class_recall < min_class_recall:
         failed.append(
             f"min class recall {challenger.min_class_recall:.4f} < promote.min_class_recall {min_class_recall}"
         )
     if champion is None:
         if failed:
-            return Decision(False, f"no champion yet, but {failed[0]}")
-        return Decision(True, f"first model: version {challenger.version} becomes champion")
+            return Decision(False, "not promoted (no champion yet): " + "; ".join(failed))
+        return Decision(True, f"first model: version {challenger.version} becomes champion ({_margins(challenger)})")
     if challenger.data_hash != champion.data_hash:
         failed.append(
             f"evaluated on different data than champion version {champion.version} "
@@ -99,8 +127,29 @@ def decide(challenger: Candidate, champion: Candidate | None, *, min_delta: floa
     elif gain < min_delta - _TOLERANCE:
         failed.append(f"{versus}: gain {gain:+.4f} < promote.min_delta {min_delta}")
     if failed:
-        return Decision(False, "; ".join(failed))
-    return Decision(True, f"{versus}: gain {gain:+.4f}")
+        return Decision(False, "not promoted: " + "; ".join(failed))
+    return Decision(True, f"{versus}: gain {gain:+.4f} ({_margins(challenger)})")
+
+
+def _floors(c: Candidate, min_delta: float) -> list[str]:
+    """What every candidate must beat by `min_delta`: the best baseline on the same labels, and chance."""
+    if c.best_baseline_f1 is None or c.chance_f1 is None:
+        return [f"version {c.version} has no baseline and chance-level evidence (registered before sslflow wrote it); rerun evaluate"]
+    failed = []
+    labels = f"the same {c.labeled} labels" if c.labeled is not None else "the same labels"
+    if c.macro_f1 < c.best_baseline_f1 + min_delta - _TOLERANCE:
+        failed.append(
+            f"macro-F1 {c.macro_f1:.3f} is not at least promote.min_delta {min_delta} above the {c.best_baseline} "
+            f"baseline {c.best_baseline_f1:.3f} trained on {labels}"
+        )
+    if c.macro_f1 < c.chance_f1 + min_delta - _TOLERANCE:
+        failed.append(f"macro-F1 {c.macro_f1:.3f} is not at least promote.min_delta {min_delta} above chance level {c.chance_f1:.3f} on this test set")
+    return failed
+
+
+def _margins(c: Candidate) -> str:
+    return (f"macro-F1 {c.macro_f1:.3f}: {c.macro_f1 - c.best_baseline_f1:+.3f} over the {c.best_baseline} baseline, "
+            f"{c.macro_f1 - c.chance_f1:+.3f} over chance")  # fmt: skip
 
 
 def report(decision: Decision, challenger: Candidate, champion: Candidate | None, *, min_delta: float, min_class_recall: float) -> dict:
@@ -110,5 +159,10 @@ def report(decision: Decision, challenger: Candidate, champion: Candidate | None
         "reason": decision.reason,
         "challenger": asdict(challenger),
         "champion": asdict(champion) if champion else None,
+        "margins": {  # the challenger's macro-F1 minus each bar it had to clear
+            "over_best_baseline": None if challenger.best_baseline_f1 is None else challenger.macro_f1 - challenger.best_baseline_f1,
+            "over_chance": None if challenger.chance_f1 is None else challenger.macro_f1 - challenger.chance_f1,
+            "over_champion": None if champion is None else challenger.macro_f1 - champion.macro_f1,
+        },
         "thresholds": {"min_delta": min_delta, "min_class_recall": min_class_recall},
     }

@@ -85,6 +85,22 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
+def chance_macro_f1(num_classes: int) -> float:
+    """The best expected macro-F1 of a predictor that ignores its input, whatever the class frequencies: 1/K.
+
+    Guessing class c with probability q_c against frequencies p_c gives F1_c = 2 p_c q_c / (p_c + q_c), at most
+    (p_c + q_c) / 2, so the macro mean is at most 1/K, reached by guessing with the frequencies (q = p). Always
+    predicting the majority class scores 2 p / (1 + p) / K, less, however skewed the test set.
+    """
+    return 1.0 / num_classes
+
+
+def baseline_scores(score: dict[str, float]) -> dict[str, float]:
+    """The models that did not start from the pretrained encoder (scratch*, classical): what the champion gate
+    (sslflow.promotion) requires the ssl model to beat."""
+    return {name: v for name, v in score.items() if name == "classical" or name.startswith("scratch")}
+
+
 def lifts(score: dict[str, float]) -> dict[str, float]:
     """What each ingredient bought, on the same labels.
 

@@ -11,7 +11,7 @@ from sslflow.embed import apply
 from sslflow.finetune import predict_proba
 from sslflow.paths import Layout
 from sslflow.promotion import evidence_tags
-from sslflow.report import write_all
+from sslflow.report import baseline_scores, chance_macro_f1, write_all
 from sslflow.runtime import resolve
 from sslflow.splits import data_hash
 from sslflow.tracking import git_commit, log_image_classifier, stage_run
@@ -29,6 +29,7 @@ def main() -> None:
     test_y = np.load(layout.prepared / "test_labels.npy")
     classes = json.loads((layout.prepared / "classes.json").read_text())
     fitted = json.loads((layout.finetuned / "models.json").read_text())["models"]  # ssl, scratch (and *-supervised)
+    labeled = json.loads((layout.finetuned / "budget.json").read_text())["count"]
     probas = {name: predict_proba(load_classifier(layout.finetuned, name), test_x, runtime) for name in fitted}
     probas["classical"] = classical.predict_proba(classical.load(layout.finetuned / "classical.npz"), test_x)
 
@@ -47,6 +48,8 @@ def main() -> None:
         evidence = evidence_tags(
             macro_f1=metrics["ssl"]["macro_f1"], min_class_recall=metrics["ssl"]["min_class_recall"],
             data_hash=test_hash, run_id=tracker.run_id, git_commit=git_commit(),
+            baselines=baseline_scores({n: metrics[n]["macro_f1"] for n in probas}),
+            chance_f1=chance_macro_f1(len(classes)), labeled=labeled,
         )  # fmt: skip
         version = ModelRegistry(reg.model_name("image")).register_challenger(model_uri, evidence)
     lift = metrics["lift"]

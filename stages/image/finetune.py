@@ -56,7 +56,7 @@ def main() -> None:
         "sslflow.data_hash": data_hash(layout.prepared), "sslflow.world_size": str(world), "sslflow.batch_per_rank": str(batch),
     }  # fmt: skip
     if distributed.is_main():
-        print(f"finetune: {cfg.method}, {world} rank(s) x {batch} labeled images = global batch {cfg.batch_size}")
+        print(f"finetune: {cfg.method}, {world} rank(s) x {batch} images = global batch {cfg.batch_size}")
     tracking = stage_run("finetune", experiment=base.experiment, params=cfg.model_dump(), upstream="pretrain", tags=tags)
     with distributed.on_main(tracking, distributed.Silent()) as tracker:
         generator = torch.Generator().manual_seed(base.seed)

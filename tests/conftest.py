@@ -19,6 +19,16 @@ TINY = {
 }
 
 
+def pytest_collection_modifyitems(items):
+    """Tests marked `gpu` skip on a machine without CUDA."""
+    import torch
+
+    if not torch.cuda.is_available():
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
+
+
 def merge(tree: dict, overrides: dict) -> dict:
     out = dict(tree)
     for key, value in overrides.items():

@@ -68,6 +68,23 @@ def test_pretrain_is_reproducible(tiny_pipeline, tmp_path):
     assert {k: first[k] for k in model_files} == {k: second[k] for k in model_files}
 
 
+def test_views_made_on_the_device_train_reproducibly(tiny_pipeline, tmp_path):
+    """pretrain.augment_on: device: the loader hands over uint8 rows, the views are batch ops in the step."""
+    encoders = []
+    for name in ("a", "b"):
+        project = make_project(tmp_path / name, {"pretrain": {"augment_on": "device"}})
+        shutil.copytree(tiny_pipeline / "data", project / "data")
+        run_stage(project, "pretrain")
+        encoders.append(_digest(project / "models" / "encoder")["encoder.safetensors"])
+        summary = json.loads((project / "reports" / "pretrain.json").read_text())
+        assert summary["pretrain/epoch_loss"] > 0 and 0 <= summary["monitor/val_knn_acc"] <= 1
+    assert encoders[0] == encoders[1]
+    assert encoders[0] != _digest(tiny_pipeline / "models" / "encoder")["encoder.safetensors"]  # other views
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["sslflow"])
+    assert list(runs["tags.sslflow.augment_on"]) == ["device"]
+
+
 @pytest.mark.parametrize(
     "overrides,needle",
     [

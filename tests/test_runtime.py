@@ -1,5 +1,5 @@
-"""Device and precision decisions. The CUDA paths run on CPU with the device decision monkeypatched; the tests
-that need a real GPU are marked `gpu` and skipped without one."""
+"""Device and precision decisions. The CUDA paths run on CPU with the device decision monkeypatched; what
+needs a real GPU is in test_gpu.py."""
 
 import numpy as np
 import pytest
@@ -12,8 +12,6 @@ from sslflow.errors import SslflowError
 from sslflow.runtime import Runtime, pick_device, resolve
 from sslflow.sampling import resumable_loader
 from sslflow.train import to_device
-
-gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
 @pytest.fixture
@@ -137,20 +135,3 @@ def test_distributed_backend_and_ddp_options_follow_the_device():
     assert (distributed.backend(cuda), distributed.backend(cpu)) == ("nccl", "gloo")
     assert distributed.ddp_options(cuda) == {"device_ids": [1]} and distributed.ddp_options(cpu) == {}
     assert distributed.sync_batchnorm(cuda) and not distributed.sync_batchnorm(cpu)
-
-
-@gpu
-def test_a_simclr_step_on_the_gpu_runs_in_bf16():
-    from sslflow.encoders import EncoderConfig, build_encoder
-    from sslflow.simclr import SimCLR, simclr_step
-
-    rt = resolve(Base(device="cuda"))
-    cfg = EncoderConfig("small_cnn", 1, 8, 16)
-    model = rt.prepare(SimCLR(build_encoder(cfg), cfg.feature_dim, 8))
-    batch = to_device([torch.rand(4, 1, 16, 16).pin_memory(), torch.rand(4, 1, 16, 16).pin_memory()], rt)
-    assert batch[0].device == rt.device and batch[0].is_contiguous(memory_format=torch.channels_last)
-    with rt.autocast():
-        assert model(batch[0]).dtype == torch.bfloat16
-        loss = simclr_step(model, 0.5)(batch)
-    loss.backward()
-    assert loss.dtype == torch.float32 and torch.isfinite(loss)

@@ -117,6 +117,9 @@ class Pretrain(Section):
     encoder: Encoder = Encoder()
     optim: Optim = Optim(lr=2e-3, warmup_epochs=2)
     augment: Augment = Augment()
+    # where the views are made: loader (per image, in DataLoader workers) | device (batch_views.SimCLRView on
+    # the training device) | auto (device on CUDA, where CPU workers would leave the GPU waiting; else loader)
+    augment_on: Literal["auto", "loader", "device"] = "auto"
     knn_k: int = Field(10, gt=0)
     max_steps: int | None = Field(None, gt=0)
     train: Train = Train()

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from sslflow import autoencoder, mae, simclr, vae
+from sslflow.batch_views import SimCLRView
 from sslflow.config import Pretrain
 from sslflow.encoders import EncoderConfig, build_encoder
 from sslflow.errors import SslflowError
@@ -22,6 +23,7 @@ from sslflow.views import TwoViews, augment, normalize
 class Method:
     model: nn.Module  # everything the optimizer trains
     views: Callable[[torch.Tensor], object]  # uint8 image (C, H, W) -> one training item for the step
+    batch_views: Callable[[torch.Tensor], object]  # the same for a uint8 batch (B, C, H, W), on its device
     step: Callable[[nn.Module], Callable]  # model (or its compiled form) -> step(batch) -> loss
     encoder: Callable[[], nn.Module]  # the encoder in its current state, to embed with and to save
     encoder_config: EncoderConfig
@@ -48,26 +50,53 @@ def _vit_config(cfg: Pretrain, in_channels: int, size: tuple[int, int]) -> Encod
 
 def build(cfg: Pretrain, in_channels: int, size: tuple[int, int]) -> Method:
     """The method named by `cfg.method`, freshly initialized, for images (in_channels, *size)."""
-    view = augment(cfg.augment, size)
+    view, batch_view = augment(cfg.augment, size), _in_fp32(SimCLRView(cfg.augment))
     if cfg.method == "simclr":
         enc = cnn_encoder_config(cfg, in_channels)
         model = simclr.SimCLR(build_encoder(enc), enc.feature_dim, cfg.proj_dim)
         step = functools.partial(simclr.simclr_step, temperature=cfg.temperature)
-        return Method(model, TwoViews(view), step, lambda: model.backbone, enc, functools.partial(_two_views, view))
+        two = TwoViews(batch_view)
+        return Method(model, TwoViews(view), two, step, lambda: model.backbone, enc, functools.partial(_two_views, view))
     if cfg.method == "autoencoder":
         enc = cnn_encoder_config(cfg, in_channels)
         model = autoencoder.Autoencoder(build_encoder(enc), enc.feature_dim, in_channels, enc.width, size)
-        return Method(model, view, autoencoder.autoencoder_step, lambda: model.backbone, enc, _shown(autoencoder.show, model))
+        show = _shown(autoencoder.show, model)
+        return Method(model, view, batch_view, autoencoder.autoencoder_step, lambda: model.backbone, enc, show)
     if cfg.method == "vae":
         enc = cnn_encoder_config(cfg, in_channels)
         model = vae.VAE(build_encoder(enc), enc.feature_dim, cfg.vae.latent_dim, in_channels, enc.width, size)
         step = functools.partial(vae.vae_step, beta=cfg.vae.beta)
-        return Method(model, view, step, lambda: model.backbone, enc, _shown(vae.show, model))
+        return Method(model, view, batch_view, step, lambda: model.backbone, enc, _shown(vae.show, model))
     if cfg.method == "mae":
         enc = _vit_config(cfg, in_channels, size)
         model = mae.MAE(enc, cfg.mae.mask_ratio, cfg.mae.decoder_depth, cfg.mae.norm_pix_loss)
-        return Method(model, view, mae.mae_step, model.encoder, enc, _shown(mae.show, model))
+        return Method(model, view, batch_view, mae.mae_step, model.encoder, enc, _shown(mae.show, model))
     raise ValueError(f"unknown pretrain method {cfg.method!r}")
+
+
+def on_device(augment_on: str, device: torch.device) -> bool:
+    """`pretrain.augment_on`: whether the views are made on the training device (auto: on CUDA)."""
+    return augment_on == "device" or (augment_on == "auto" and device.type == "cuda")
+
+
+def augmenting(step: Callable, batch_views: Callable) -> Callable:
+    """The step on the views of a uint8 batch, made where the batch is (the loader then only reads rows)."""
+    return lambda images: step(batch_views(images))
+
+
+def unchanged(image: torch.Tensor) -> torch.Tensor:
+    """The loader's transform when the views are made on the device: the uint8 image as it is."""
+    return image
+
+
+def _in_fp32(view: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A batch view made outside autocast: its grey levels are computed in float32 whatever the step's precision."""
+
+    def made(images: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(images.device.type, enabled=False):
+            return view(images)
+
+    return made
 
 
 def _two_views(view: Callable, images: torch.Tensor) -> dict[str, torch.Tensor]:

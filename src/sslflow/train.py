@@ -122,6 +122,8 @@ def fit(
                 f"{prefix}/compute_s": p.compute,
                 f"{prefix}/samples_per_s": samples / max(p.wait + p.compute, 1e-9),
             }
+            if runtime.device.type == "cuda":  # the most the caching allocator held for tensors so far
+                summary[f"{prefix}/peak_memory_mib"] = torch.cuda.max_memory_allocated(runtime.device) / 2**20
             if on_epoch_end is not None:
                 summary.update(on_epoch_end(p.epoch))
             log(summary, p.step)

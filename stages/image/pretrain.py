@@ -58,10 +58,14 @@ def main() -> None:
     model = runtime.prepare(method.model)
 
     batch = distributed.per_rank(cfg.batch_size, "pretrain.batch_size")
-    loader = resumable_loader(Images(pool, method.views), batch_size=batch, seed=base.seed, runtime=runtime)
+    views_on_device = methods.on_device(cfg.augment_on, runtime.device)
+    transform = methods.unchanged if views_on_device else method.views
+    loader = resumable_loader(Images(pool, transform), batch_size=batch, seed=base.seed, runtime=runtime)
     optimizer = build_optimizer([{"params": list(model.parameters())}], cfg.optim)
     scheduler = build_schedule(optimizer, cfg.optim, cfg.epochs * len(loader), len(loader))
     step = method.step(torch.compile(model) if runtime.compile else model)
+    if views_on_device:
+        step = methods.augmenting(step, method.batch_views)
 
     def monitor(epoch: int) -> dict[str, float]:
         if not distributed.is_main():  # only rank 0 reports
@@ -73,6 +77,7 @@ def main() -> None:
         "sslflow.data_hash": data_hash(layout.prepared),
         "sslflow.world_size": str(world),  # in the fingerprint too: a position mid-epoch depends on it
         "sslflow.batch_per_rank": str(batch),
+        "sslflow.augment_on": "device" if views_on_device else "loader",
     }
     # A checkpoint is resumed only if made with the same settings and data; the `train` knobs may change.
     made_with = fingerprint(base.seed, base.device, base.precision, cfg.model_dump(exclude={"train"}), tags)

@@ -68,6 +68,64 @@ def test_pretrain_is_reproducible(tiny_pipeline, tmp_path):
     assert {k: first[k] for k in model_files} == {k: second[k] for k in model_files}
 
 
+def _lrs(project):
+    lines = (project / "reports" / "pretrain_metrics.jsonl").read_text().splitlines()
+    return [json.loads(line)["pretrain/lr"] for line in lines if "pretrain/lr" in line]
+
+
+def test_the_schedule_ends_with_max_steps_and_a_warm_up_that_outlasts_training_is_a_warning(tiny_pipeline, tmp_path):
+    cut = make_project(tmp_path / "cut", {"pretrain": {"epochs": 5, "max_steps": 4}})
+    shutil.copytree(tiny_pipeline / "data", cut / "data")
+    assert "warning" not in run_stage(cut, "pretrain").stderr
+    lrs = _lrs(cut)
+    assert len(lrs) == 4 and lrs[-1] == pytest.approx(0.0, abs=1e-9)  # the cosine reaches zero at max_steps
+    warm = make_project(tmp_path / "warm", {"pretrain": {"max_steps": 2, "optim": {"warmup_epochs": 1}}})
+    shutil.copytree(tiny_pipeline / "data", warm / "data")
+    lines = run_stage(warm, "pretrain").stderr.splitlines()
+    warned = [line for line in lines if "warmup_epochs" in line]
+    assert len(warned) == 1 and warned[0].startswith("warning: pretrain.optim.warmup_epochs is 1 epoch(s)")
+    assert _lrs(warm)[1] > _lrs(warm)[0]  # still rising at the last step, as the warning says
+
+
+def test_a_model_that_predicts_one_class_is_called_degenerate_before_promotion(tiny_pipeline, tmp_path):
+    import torch
+
+    from sslflow.artifacts import load_classifier, load_encoder, save_classifier
+
+    project = make_project(tmp_path / "p")
+    for part in ("data", "models"):
+        shutil.copytree(tiny_pipeline / part, project / part)
+    finetuned = project / "models" / "finetuned"
+    ssl = load_classifier(finetuned, "ssl")
+    with torch.no_grad():
+        ssl.head.bias[3] = 1e4  # class "3" whatever the image
+    save_classifier(ssl, load_encoder(project / "models" / "encoder")[1], 10, finetuned, "ssl")
+    proc = run_stage(project, "evaluate")
+    assert "warning: the ssl model is degenerate: it predicts one class for all" in proc.stderr
+    assert "Add type hints" not in proc.stderr  # MLflow's advice, not for a model with an explicit signature
+    found = json.loads((project / "reports" / "degenerate.json").read_text())
+    assert found["ssl"].startswith("it predicts one class")
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    version = client.get_model_version_by_alias("sslflow-image", "challenger")
+    assert version.tags["sslflow.degenerate"] == found["ssl"]
+    assert client.get_run(version.run_id).data.tags["sslflow.degenerate.ssl"] == found["ssl"]
+    assert json.loads((tiny_pipeline / "reports" / "degenerate.json").read_text()).get("ssl") is None
+
+
+def test_the_console_gets_a_summary_and_every_epoch_only_when_verbose(tiny_pipeline, tmp_path, monkeypatch):
+    project = make_project(tmp_path / "p", {"pretrain": {"epochs": 3, "batch_size": 512}})
+    shutil.copytree(tiny_pipeline / "data", project / "data")
+    quiet = run_stage(project, "pretrain").stdout.splitlines()
+    assert not [line for line in quiet if line.startswith("pretrain epoch")]
+    assert quiet[-1].startswith("pretrain (simclr): encoder -> models/encoder, val kNN accuracy")
+    shutil.rmtree(project / "checkpoints")
+    monkeypatch.setenv("SSLFLOW_VERBOSE", "1")
+    verbose = run_stage(project, "pretrain").stdout.splitlines()
+    assert [line.split(" epoch_loss")[0] for line in verbose if line.startswith("pretrain epoch")] == [
+        "pretrain epoch 1/3", "pretrain epoch 2/3", "pretrain epoch 3/3"
+    ]
+
+
 def test_views_made_on_the_device_train_reproducibly(tiny_pipeline, tmp_path):
     """pretrain.augment_on: device: the loader hands over uint8 rows, the views are batch ops in the step."""
     encoders = []

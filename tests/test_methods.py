@@ -279,6 +279,17 @@ def test_pictures_are_pngs(tmp_path):
         assert (tmp_path / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_the_embedding_picture_takes_a_seeded_stratified_sample():
+    labels = np.repeat(np.arange(4), [5000, 3000, 1990, 10])  # 10,000 test labels, one class rare
+    shown = pictures.stratified_sample(labels, 2000, seed=0)
+    assert len(shown) <= 2000 and np.all(np.diff(shown) > 0)
+    assert np.bincount(labels[shown]).tolist() == [1000, 600, 398, 2]  # in proportion
+    assert np.array_equal(shown, pictures.stratified_sample(labels, 2000, seed=0))
+    assert not np.array_equal(shown, pictures.stratified_sample(labels, 2000, seed=1))
+    assert np.array_equal(pictures.stratified_sample(labels[:1000], 2000, seed=0), np.arange(1000))  # small: all
+    assert np.bincount(labels[pictures.stratified_sample(labels, 20, seed=0)]).tolist() == [10, 6, 3, 1]
+
+
 # stage runs on tiny data
 
 SMALL_MAE = {"mae": {"patch_size": 2, "hidden_size": 16, "heads": 2}}

@@ -151,3 +151,14 @@ def test_evidence_tags_keep_the_best_baseline_and_round_trip():
     assert (back.best_baseline, back.best_baseline_f1, back.chance_f1, back.labeled) == ("classical", 0.8, 0.1, 20)
     out = report(decide(back, None, **GATE), back, None, **GATE)
     assert out["margins"]["over_best_baseline"] == pytest.approx(0.1) and out["margins"]["over_champion"] is None
+
+
+def test_a_degenerate_model_is_refused_with_the_reason_read_back_from_its_tags():
+    tags = evidence_tags(macro_f1=0.9, min_class_recall=0.9, data_hash="aaa", run_id="r", git_commit="c",
+                         baselines={"classical": 0.1}, chance_f1=0.1, labeled=20,
+                         degenerate="it predicts one class for all 100 test items")  # fmt: skip
+    c = Candidate.from_tags("3", tags)
+    decision = decide(c, None, **GATE)
+    assert not decision.promote and "degenerate model: it predicts one class" in decision.reason
+    fine = Candidate.from_tags("3", {k: v for k, v in tags.items() if k != "sslflow.degenerate"})
+    assert fine.degenerate is None and decide(fine, None, **GATE).promote

@@ -47,3 +47,19 @@ def test_write_all_outputs(tmp_path):
         assert (tmp_path / "figures" / f"confusion_{name}.png").stat().st_size > 1000
         assert (tmp_path / "figures" / f"pr_{name}.png").stat().st_size > 1000
     assert "| a |" in (tmp_path / "classification.md").read_text()
+
+
+def test_degenerate_models_are_named_with_the_reason():
+    from sslflow.report import degenerate
+
+    one_class = np.tile([0.1, 0.8, 0.1], (6, 1))
+    good = np.eye(3)[[0, 1, 2, 0, 1, 2]]
+    metrics = {"ssl": {"macro_f1": 0.17}, "scratch": {"macro_f1": 0.3}, "good": {"macro_f1": 1.0}, "classical": {"macro_f1": 0.1}}
+    found = degenerate(metrics, {"ssl": one_class, "scratch": good, "good": good, "classical": one_class}, chance=1 / 3)
+    assert found == {
+        "ssl": "it predicts one class for all 6 test items",
+        "scratch": "its test macro_f1 0.300 is at or below chance level 0.333",
+    }  # the classical baseline is not a fine-tuned model
+    ner = {"ssl": {"entity_f1": 0.0}, "scratch": {"entity_f1": 0.2}}
+    probas = {"ssl": [np.zeros((4, 5))], "scratch": [np.zeros((4, 5))]}  # per-sentence token scores
+    assert degenerate(ner, probas, chance=0.0, score="entity_f1") == {"ssl": "its test entity_f1 is 0: it finds no entity right"}

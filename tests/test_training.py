@@ -13,7 +13,7 @@ from sslflow.datasets import Images
 from sslflow.encoders import EncoderConfig, build_encoder
 from sslflow.finetune import predict_proba, train_classifier
 from sslflow.heads import Classifier
-from sslflow.optim import build_optimizer, build_schedule
+from sslflow.optim import build_optimizer, build_schedule, schedule_warning
 from sslflow.runtime import resolve, seed_everything
 from sslflow.simclr import SimCLR, simclr_step
 from sslflow.train import fit
@@ -112,6 +112,20 @@ def test_cosine_schedule_warms_up_then_decays():
         sched.step()
     assert lrs[0] == pytest.approx(0.5) and lrs[1] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(lrs[1:], lrs[2:])) and lrs[-1] < 0.05
+
+
+def test_a_warm_up_as_long_as_training_is_named_and_the_defaults_are_not():
+    from sslflow.config import Finetune, Pretrain
+
+    # the reported case: a 60,000-image pool at batch 256 is 234 steps an epoch; 2 warm-up epochs outlast 400 steps
+    message = schedule_warning(Optim(warmup_epochs=2), total_steps=400, steps_per_epoch=234, key="pretrain.optim")
+    assert message.startswith("pretrain.optim.warmup_epochs is 2 epoch(s) = 468 steps") and "400 steps" in message
+    assert "cosine decay never runs" in message
+    assert schedule_warning(Optim(warmup_epochs=1), total_steps=400, steps_per_epoch=234, key="pretrain.optim") is None
+    pretrain, finetune = Pretrain(epochs=12), Finetune()
+    assert schedule_warning(pretrain.optim, 12 * 15, 15, "pretrain.optim") is None  # 3,600 pool images at 256
+    assert schedule_warning(finetune.optim, finetune.epochs * 2, 2, "finetune.optim") is None
+    assert schedule_warning(Optim(warmup_epochs=0), 1, 100, "x") is None  # no warm-up, nothing to outlast
 
 
 def test_classical_baseline_probabilities(digits, tmp_path):

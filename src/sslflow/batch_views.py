@@ -5,6 +5,8 @@ torchvision.transforms.v2 pipelines cost about 1.2 ms an image on one CPU core, 
 As batch tensor ops (one affine_grid / grid_sample for the batch) the same kinds of change cost a few ms a
 batch, on CPU or GPU. Images are float (B, C, H, W) in [-1, 1] (views.normalize); the background is -1.
 `SimCLRView` is views.augment as such a batch op, so that pretraining on a GPU is not fed by CPU workers.
+(torchvision.transforms.v2 given a batched tensor draws one set of random parameters for the whole batch:
+every image would get the same crop, which SimCLR cannot learn from; hence these per-image draws.)
 """
 
 import math

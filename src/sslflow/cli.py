@@ -1,9 +1,17 @@
 """The one wrapper every stage's `__main__` goes through: user errors become one line and exit code 2."""
 
+import os
 import sys
 from collections.abc import Callable
 
 from sslflow.errors import SslflowError
+
+
+def warn(message: str | None) -> None:
+    """One `warning:` line on stderr for something the user should change (None: nothing to say). Rank 0 only
+    under torchrun, so a warning is said once."""
+    if message and os.environ.get("RANK", "0") == "0":
+        print(f"warning: {message}", file=sys.stderr)
 
 
 def run(main: Callable[[], None]) -> None:

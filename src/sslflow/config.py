@@ -40,6 +40,7 @@ class Fetch(Section):
     dataset: str | None = None
     max_bad_files: int = Field(0, ge=0)
     image_size: Size | None = None
+    class_names: list[str] | str | None = None  # K names (index = label), or a file of them; replaces the source's
 
 
 class Preprocess(Section):
@@ -204,6 +205,9 @@ class Sweep(Section):
 
 class Evaluate(Section):
     pr_points: int = Field(101, gt=1)
+    # test images in the t-SNE picture at most (a seeded, stratified sample beyond it): t-SNE's cost grows
+    # faster than the test set, and a few thousand points show the map as well as all of them
+    embedding_sample: int = Field(2000, gt=1)
 
 
 Track = Literal["image", "text-classification", "token-classification"]  # what a registered model does

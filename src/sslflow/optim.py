@@ -31,3 +31,17 @@ def build_schedule(optimizer: torch.optim.Optimizer, cfg: Optim, total_steps: in
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     return LambdaLR(optimizer, factor)
+
+
+def schedule_warning(cfg: Optim, total_steps: int, steps_per_epoch: int, key: str) -> str | None:
+    """A warning when the warm-up lasts as long as training (or longer): the learning rate is still rising at
+    the last step and the decay never runs. `key` is the params group, e.g. "pretrain.optim"."""
+    warmup = cfg.warmup_epochs * steps_per_epoch
+    if cfg.warmup_epochs == 0 or warmup < total_steps:
+        return None
+    after = "the cosine decay never runs" if cfg.schedule == "cosine" else "the constant rate is never reached"
+    return (
+        f"{key}.warmup_epochs is {cfg.warmup_epochs} epoch(s) = {warmup} steps at {steps_per_epoch} steps an epoch, "
+        f"but training stops after {total_steps} steps: the learning rate is still warming up at the last step and "
+        f"{after}; lower {key}.warmup_epochs or train longer"
+    )

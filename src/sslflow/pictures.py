@@ -35,6 +35,17 @@ def image_rows(rows: dict[str, np.ndarray], path: Path, title: str) -> None:
     _save(fig, path)
 
 
+def stratified_sample(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """Sorted indices of at most `size` items, each class in proportion (at least one of each), drawn with `seed`."""
+    if len(labels) <= size:
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    take = np.maximum(1, np.floor(counts * size / len(labels)).astype(int))
+    picked = [rng.choice(np.flatnonzero(labels == c), k, replace=False) for c, k in zip(classes, take)]
+    return np.sort(np.concatenate(picked))
+
+
 def tsne(features: np.ndarray, seed: int) -> np.ndarray:
     """t-SNE (van der Maaten & Hinton, 2008) of (N, D) features to (N, 2), PCA-initialized so it is stable.
 

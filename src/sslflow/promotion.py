@@ -20,6 +20,7 @@ BEST_BASELINE = "sslflow.best_baseline"  # the name of the best baseline of the 
 BEST_BASELINE_F1 = "sslflow.best_baseline_f1"
 CHANCE_F1 = "sslflow.chance_f1"  # the best macro-F1 of a predictor that ignores its input
 LABELED = "sslflow.labeled"  # labeled examples the models were trained on
+DEGENERATE = "sslflow.degenerate"  # why evaluate found the model no use (report.degenerate); absent if it is fine
 REASON = "sslflow.promotion"
 
 # Tags hold floats as text; a gain of exactly min_delta must not fail on the last bit.
@@ -41,6 +42,7 @@ class Candidate:
     best_baseline_f1: float | None = None
     chance_f1: float | None = None
     labeled: int | None = None
+    degenerate: str | None = None
 
     @classmethod
     def from_tags(cls, version: str, tags: dict[str, str]) -> "Candidate":
@@ -69,12 +71,14 @@ class Candidate:
             best_baseline_f1=numbers.get(BEST_BASELINE_F1),
             chance_f1=numbers.get(CHANCE_F1),
             labeled=int(tags[LABELED]) if tags.get(LABELED, "").isdigit() else None,
+            degenerate=tags.get(DEGENERATE) or None,
         )
 
 
 def evidence_tags(
     *, macro_f1: float, min_class_recall: float, data_hash: str, run_id: str, git_commit: str,
     baselines: dict[str, float] | None = None, chance_f1: float | None = None, labeled: int | None = None,
+    degenerate: str | None = None,
 ) -> dict[str, str]:  # fmt: skip
     """The tags `Candidate.from_tags` reads back; floats as repr, so they round-trip exactly. `baselines`:
     the macro-F1 of each baseline trained on the same labels in the same run; the best one is kept."""
@@ -92,6 +96,8 @@ def evidence_tags(
         tags[CHANCE_F1] = repr(float(chance_f1))
     if labeled is not None:
         tags[LABELED] = str(int(labeled))
+    if degenerate:
+        tags[DEGENERATE] = degenerate
     return tags
 
 
@@ -135,7 +141,7 @@ def _floors(c: Candidate, min_delta: float) -> list[str]:
     """What every candidate must beat by `min_delta`: the best baseline on the same labels, and chance."""
     if c.best_baseline_f1 is None or c.chance_f1 is None:
         return [f"version {c.version} has no baseline and chance-level evidence (registered before sslflow wrote it); rerun evaluate"]
-    failed = []
+    failed = [f"degenerate model: {c.degenerate}"] if c.degenerate else []
     labels = f"the same {c.labeled} labels" if c.labeled is not None else "the same labels"
     if c.macro_f1 < c.best_baseline_f1 + min_delta - _TOLERANCE:
         failed.append(

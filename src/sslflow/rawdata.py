@@ -19,6 +19,7 @@ from sslflow.atomic import write_json, write_with
 from sslflow.errors import SslflowError
 
 MANIFEST_GIVEN = ("source", "inputs", "license", "skipped")
+MANIFEST_OPTIONAL = ("class_names",)  # where the class names came from: "source", "params" or a names file
 
 
 @dataclass(frozen=True)
@@ -75,8 +76,8 @@ def write_raw(
 ) -> dict:
     """Validate, then write the raw form atomically file by file; returns the full manifest.
 
-    `manifest` gives source, inputs, license and skipped; count, class_counts, shape, test_count and sha256
-    are derived here from the arrays, so they cannot disagree with them.
+    `manifest` gives source, inputs, license and skipped (and maybe class_names); count, class_counts, shape,
+    test_count and sha256 are derived here from the arrays, so they cannot disagree with them.
     """
     dir = Path(dir)
     missing = [k for k in MANIFEST_GIVEN if k not in manifest]
@@ -90,6 +91,7 @@ def write_raw(
     counts = np.bincount(labels, minlength=len(classes))
     full = {
         **{k: manifest[k] for k in MANIFEST_GIVEN},
+        **{k: manifest[k] for k in MANIFEST_OPTIONAL if k in manifest},
         "count": len(labels),
         "class_counts": {c: int(n) for c, n in zip(classes, counts)},
         "shape": list(images.shape[1:]),

@@ -3,6 +3,7 @@
 Everything here takes labels and probabilities (N, K) and writes files; nothing knows which model made them.
 """
 
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -93,6 +94,32 @@ def chance_macro_f1(num_classes: int) -> float:
     predicting the majority class scores 2 p / (1 + p) / K, less, however skewed the test set.
     """
     return 1.0 / num_classes
+
+
+def degenerate(metrics: dict[str, dict], probas: dict, chance: float, score: str = "macro_f1") -> dict[str, str]:
+    """{model: why} for every fine-tuned model (not the classical baseline) that is no use: it predicts one class
+    for every test item, or its `score` is at or below `chance` (NER: 0, no entity found right)."""
+    found = {}
+    for name, proba in probas.items():
+        if name == "classical":
+            continue
+        one_row_per_item = isinstance(proba, np.ndarray) and proba.ndim == 2 and proba.shape[1] > 1  # not NER's
+        if one_row_per_item and len(np.unique(proba.argmax(1))) == 1:
+            found[name] = f"it predicts one class for all {len(proba)} test items"
+        elif metrics[name][score] <= chance == 0:
+            found[name] = f"its test {score} is 0: it finds no entity right"
+        elif metrics[name][score] <= chance:
+            found[name] = f"its test {score} {metrics[name][score]:.3f} is at or below chance level {chance:.3f}"
+    return found
+
+
+def report_degenerate(found: dict[str, str], reports_dir: Path, tracker) -> None:
+    """Say it loudly before promotion reads it: a `warning:` line per model, reports/degenerate.json (an empty
+    object when every model is fine) and a `sslflow.degenerate.<model>` tag on the evaluate run."""
+    write_json(reports_dir / "degenerate.json", found)
+    for name, why in found.items():
+        print(f"warning: the {name} model is degenerate: {why}; see {reports_dir / 'classification.md'}", file=sys.stderr)
+    tracker.set_tags({f"sslflow.degenerate.{name}": why for name, why in found.items()})
 
 
 def baseline_scores(score: dict[str, float]) -> dict[str, float]:

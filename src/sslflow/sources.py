@@ -1,12 +1,14 @@
 """Fetch sources: each turns one kind of input into the common raw form (see sslflow.rawdata).
 
 Every loader returns a `Fetched`: uint8 images (N, C, H, W), int64 labels in 0..K-1 and K class names,
-plus what the manifest needs (inputs with hashes, licence, skipped files). Nothing here writes files.
+plus what the manifest needs (inputs with hashes, licence, skipped files). `fetch.class_names` can replace the
+names of any source (most have only numbered labels). Nothing here writes files.
 """
 
 import gzip
 import hashlib
-from dataclasses import dataclass, field
+import json
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +43,7 @@ class Fetched:
     license: str
     skipped: list[str] = field(default_factory=list)
     test_mask: np.ndarray | None = None  # (N,) bool, True = the source's official test split
+    class_names: str = "source"  # where `classes` came from: "source", "params" or the names file
 
 
 def fetch(
@@ -78,6 +81,77 @@ def _existing_dir(path: str | None, source: str) -> Path:
     if not resolved.is_dir():
         raise SslflowError(f"fetch.path: directory not found: {resolved}")
     return resolved
+
+
+@dataclass(frozen=True)
+class ClassNames:
+    """The names `fetch.class_names` gives, index = label."""
+
+    names: list[str]
+    origin: str  # "params", or the file they were read from
+    sha256: str | None = None  # the file's
+
+    @property
+    def key(self) -> str:
+        """How errors name the setting: the params key, and the file when there is one."""
+        return "fetch.class_names" if self.sha256 is None else f"fetch.class_names ({self.origin})"
+
+
+def read_class_names(value: list[str] | str | None, project: Path) -> ClassNames | None:
+    """`fetch.class_names` read and checked (None when unset): a list as it is, or a file holding a JSON list
+    (.json) or one name a line. A relative path is resolved as fetch.path is: in `project`, without '..'."""
+    if value is None:
+        return None
+    if isinstance(value, list):
+        given = ClassNames(list(value), "params")
+    else:
+        path = Path(value).expanduser()
+        if not path.is_absolute() and ".." in path.parts:  # safepaths.param_dir's rule, for a file
+            raise SslflowError(
+                f"fetch.class_names: {value!r} climbs out of the project with '..'; "
+                "give an absolute path for a file kept elsewhere"
+            )
+        file = (project / path).resolve()
+        if not file.is_file():
+            raise SslflowError(f"fetch.class_names: file not found: {file}")
+        try:
+            data = file.read_bytes()
+            text = data.decode()
+        except (OSError, UnicodeDecodeError) as err:
+            raise SslflowError(f"fetch.class_names: cannot read {file}: {err}") from None
+        if file.suffix.lower() == ".json":
+            try:
+                names = json.loads(text)
+            except ValueError as err:
+                raise SslflowError(f"fetch.class_names: {file}: not valid JSON ({err})") from None
+            if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+                raise SslflowError(f"fetch.class_names: {file}: expected a JSON list of strings")
+        else:
+            names = [line.strip() for line in text.strip().splitlines()]
+        given = ClassNames(names, str(file), hashlib.sha256(data).hexdigest())
+
+    first: dict[str, int] = {}  # name -> the first label with it
+    for label, name in enumerate(given.names):
+        if not name.strip():
+            raise SslflowError(f"{given.key}: the name for label {label} is empty")
+        if name in first:
+            raise SslflowError(f"{given.key}: labels {first[name]} and {label} are both named {name!r}")
+        first[name] = label
+    return given
+
+
+def name_classes(data: Fetched, given: ClassNames | None) -> Fetched:
+    """`data` with the class names `given` (unchanged when None); there must be one per class found."""
+    if given is None:
+        return data
+    k = len(data.classes)
+    if len(given.names) != k:
+        raise SslflowError(
+            f"{given.key}: {len(given.names)} names given, but the data has {k} classes (labels 0..{k - 1}); "
+            "give one name per class, index = label"
+        )
+    names_file = [] if given.sha256 is None else [{"path": given.origin, "sha256": given.sha256}]
+    return replace(data, classes=list(given.names), inputs=data.inputs + names_file, class_names=given.origin)
 
 
 def _array_sha256(*arrays: np.ndarray) -> str:

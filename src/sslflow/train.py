@@ -1,6 +1,7 @@
 """The one training loop, shared by pretrain and finetune: they differ in model, loss and data only."""
 
 import math
+import os
 import time
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
@@ -80,15 +81,17 @@ def fit(
     last_step = max_steps if max_steps is not None else math.inf
     # Under torchrun every rank handles stop signals, so that all of them stop at the same step boundary.
     guard = stop_on_signals() if checkpoints or distributed.world_size() > 1 else nullcontext(StopRequest())
-    with guard as stop:
+    # One bar for the whole fit (on a terminal, rank 0); each epoch's numbers go to `log`, and to the console
+    # with SSLFLOW_VERBOSE=1.
+    total = min(epochs * len(loader), last_step)
+    bar = tqdm(total=total, initial=p.step, desc=prefix, leave=False, dynamic_ncols=True, disable=None if main else True)
+    with guard as stop, bar:
         while p.epoch < epochs and p.step < last_step:
             model.train()
             if hasattr(sampler, "set_epoch"):  # the epoch's order; on a resume, without the batches already done
                 sampler.set_epoch(p.epoch, p.batch * loader.batch_size)
             t = time.perf_counter()
-            desc = f"{prefix} {p.epoch + 1}/{epochs}"
-            bar = tqdm(loader, desc=desc, initial=p.batch, leave=False, dynamic_ncols=True, disable=None if main else True)
-            for batch in bar:
+            for batch in loader:
                 t_batch = time.perf_counter()
                 p.wait += t_batch - t
                 batch = to_device(batch, runtime)
@@ -111,7 +114,8 @@ def fit(
                 t = time.perf_counter()
                 p.compute += t - t_batch
                 log({f"{prefix}/loss": loss_value, f"{prefix}/lr": scheduler.get_last_lr()[0]}, p.step)
-                bar.set_postfix(loss=f"{loss_value:.3f}")
+                bar.update()
+                bar.set_postfix(epoch=f"{p.epoch + 1}/{epochs}", loss=f"{loss_value:.3f}", refresh=False)
                 if p.batch == len(loader) or p.step >= last_step:
                     break
                 _boundary(checkpoints, objects, p, stop)
@@ -127,7 +131,7 @@ def fit(
             if on_epoch_end is not None:
                 summary.update(on_epoch_end(p.epoch))
             log(summary, p.step)
-            if main:
+            if main and os.environ.get("SSLFLOW_VERBOSE", "0") not in ("", "0"):
                 tqdm.write(f"{prefix} epoch {p.epoch + 1}/{epochs} " + " ".join(f"{k.split('/')[-1]}={v:.4g}" for k, v in summary.items()))
             p = Progress(epoch=p.epoch + 1, step=p.step, nonfinite=p.nonfinite, summary=summary)
             _boundary(checkpoints, objects, p, stop)  # a checkpoint at the end of an epoch resumes at the start of the next

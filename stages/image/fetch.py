@@ -5,7 +5,7 @@ from sslflow.config import Base, Fetch, load
 from sslflow.paths import Layout
 from sslflow.rawdata import write_raw
 from sslflow.safepaths import param_dir
-from sslflow.sources import fetch
+from sslflow.sources import fetch, name_classes, read_class_names
 from sslflow.tracking import record_data_stage
 
 
@@ -13,6 +13,7 @@ def main() -> None:
     cfg = load("params.yaml", "fetch", Fetch)
     base = load("params.yaml", "base", Base)  # validated before anything is written
     layout = Layout()
+    names = read_class_names(cfg.class_names, layout.root.resolve())  # before fetch: fails before a download
     data = fetch(
         cfg.source,
         path=None if cfg.path is None else str(param_dir(cfg.path, "fetch.path", layout.root.resolve())),
@@ -21,12 +22,19 @@ def main() -> None:
         image_size=cfg.image_size,
         download_root=layout.downloads,
     )
+    data = name_classes(data, names)
     manifest = write_raw(
         layout.raw,
         data.images,
         data.labels,
         data.classes,
-        {"source": cfg.source, "inputs": data.inputs, "license": data.license, "skipped": data.skipped},
+        {
+            "source": cfg.source,
+            "inputs": data.inputs,
+            "license": data.license,
+            "skipped": data.skipped,
+            "class_names": data.class_names,
+        },
         test_mask=data.test_mask,
     )
     record_data_stage(

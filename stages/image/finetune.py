@@ -6,6 +6,7 @@ The test split is not read, nor are the pool's labels (it has none)."""
 
 import functools
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +15,12 @@ import torch
 from sslflow import classical, config, distributed
 from sslflow.artifacts import load_classifier, load_encoder, save_classifier
 from sslflow.atomic import write_json
-from sslflow.cli import run
+from sslflow.cli import run, warn
 from sslflow.encoders import build_encoder
 from sslflow.errors import SslflowError
 from sslflow.finetune import clone_init, fit_method, predict_proba, train_classifier
 from sslflow.heads import Classifier
+from sslflow.optim import schedule_warning
 from sslflow.paths import Layout
 from sslflow.runtime import resolve, seed_everything
 from sslflow.splits import data_hash, draw_budget
@@ -44,6 +46,8 @@ def main() -> None:
     teacher = _teacher(cfg.distill.teacher) if cfg.method == "distill" and cfg.distill.teacher else None
     budget = draw_budget(train_y, labels_per_class=cfg.labels_per_class, label_fraction=cfg.label_fraction, seed=cfg.label_seed)
     labeled = (train_x[budget], train_y[budget])
+    per_epoch = math.ceil(len(budget) / cfg.batch_size)
+    warn(schedule_warning(cfg.optim, cfg.epochs * per_epoch, per_epoch, "finetune.optim"))
 
     encoder, enc_cfg = load_encoder(layout.encoder)
     torch.manual_seed(base.seed)

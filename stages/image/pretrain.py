@@ -18,12 +18,12 @@ from sslflow import config, distributed, methods, pictures
 from sslflow.artifacts import save_encoder
 from sslflow.atomic import write_json
 from sslflow.checkpoint import Checkpoints, fingerprint
-from sslflow.cli import run
+from sslflow.cli import run, warn
 from sslflow.datasets import Images
 from sslflow.embed import apply
 from sslflow.monitor import knn_accuracy
 from sslflow.npyrows import NpyRows
-from sslflow.optim import build_optimizer, build_schedule
+from sslflow.optim import build_optimizer, build_schedule, schedule_warning
 from sslflow.paths import Layout
 from sslflow.runtime import resolve, seed_everything
 from sslflow.sampling import resumable_loader
@@ -62,7 +62,10 @@ def main() -> None:
     transform = methods.unchanged if views_on_device else method.views
     loader = resumable_loader(Images(pool, transform), batch_size=batch, seed=base.seed, runtime=runtime)
     optimizer = build_optimizer([{"params": list(model.parameters())}], cfg.optim)
-    scheduler = build_schedule(optimizer, cfg.optim, cfg.epochs * len(loader), len(loader))
+    # The schedule ends where training does: after `epochs`, or at `max_steps` if that comes first.
+    total = min(cfg.epochs * len(loader), cfg.max_steps or cfg.epochs * len(loader))
+    scheduler = build_schedule(optimizer, cfg.optim, total, len(loader))
+    warn(schedule_warning(cfg.optim, total, len(loader), "pretrain.optim"))
     step = method.step(torch.compile(model) if runtime.compile else model)
     if views_on_device:
         step = methods.augmenting(step, method.batch_views)

@@ -6,7 +6,7 @@ from sslflow.cli import run
 from sslflow.config import Base, Registry, load
 from sslflow.paths import Layout
 from sslflow.promotion import evidence_tags
-from sslflow.report import baseline_scores, chance_macro_f1
+from sslflow.report import baseline_scores, chance_macro_f1, degenerate, report_degenerate
 from sslflow.runtime import resolve
 from sslflow.splits import data_hash
 from sslflow.text import baselines
@@ -49,13 +49,15 @@ def main() -> None:
         for sub in ("classification", "plots", "figures"):
             tracker.log_artifact(layout.reports / sub, sub)
         tracker.log_artifact(layout.reports / "classification.md")
-        model_uri = log_text_classifier(layout.finetuned, "ssl", task.name, task.raw_inputs(test[:2]))
         chance = chance_macro_f1(len(classes)) if task.name == "text-classification" else 0.0  # NER: no entity scores 0
+        useless = degenerate(metrics, probas, chance, "macro_f1" if task.name == "text-classification" else "entity_f1")
+        report_degenerate(useless, layout.reports, tracker)
+        model_uri = log_text_classifier(layout.finetuned, "ssl", task.name, task.raw_inputs(test[:2]))
         evidence = evidence_tags(
             macro_f1=metrics["ssl"]["macro_f1"], min_class_recall=metrics["ssl"]["min_class_recall"],
             data_hash=test_hash, run_id=tracker.run_id, git_commit=git_commit(),
             baselines=baseline_scores({n: metrics[n]["macro_f1"] for n in probas}), chance_f1=chance,
-            labeled=read_json(layout.finetuned / "budget.json")["count"],
+            labeled=read_json(layout.finetuned / "budget.json")["count"], degenerate=useless.get("ssl"),
         )  # fmt: skip
         version = ModelRegistry(reg.model_name(task.name)).register_challenger(model_uri, evidence)
     score = "macro_f1" if task.name == "text-classification" else "entity_f1"

@@ -12,9 +12,9 @@ import numpy as np
 from sslflow import distributed
 from sslflow.atomic import write_json
 from sslflow.checkpoint import Checkpoints, fingerprint
-from sslflow.cli import run
+from sslflow.cli import run, warn
 from sslflow.config import Base, load
-from sslflow.optim import build_optimizer, build_schedule
+from sslflow.optim import build_optimizer, build_schedule, schedule_warning
 from sslflow.paths import Layout
 from sslflow.runtime import resolve, seed_everything
 from sslflow.sampling import resumable_loader
@@ -50,6 +50,7 @@ def main() -> None:
     # The schedule ends where training does: after `epochs`, or at `max_steps` if that comes first.
     total = min(cfg.epochs * len(loader), cfg.max_steps or cfg.epochs * len(loader))
     scheduler = build_schedule(optimizer, cfg.optim, total, len(loader))
+    warn(schedule_warning(cfg.optim, total, len(loader), "text.pretrain.optim"))
 
     def monitor(epoch: int) -> dict[str, float]:
         if not distributed.is_main():  # only rank 0 reports

@@ -25,6 +25,8 @@ from sslflow.paths import Layout
 
 LINEAGE_DIR = "lineage"
 PROBE_TIMEOUT_S = 5
+# A stage's console shows its own progress bar and summary; MLflow's per-artifact upload bars are noise there.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def project_root(cwd: Path | None = None) -> Path:

@@ -24,6 +24,10 @@ CPU = Runtime(torch.device("cpu"), torch.float32, pin_memory=False, channels_las
 
 
 class ImageClassifier(mlflow.pyfunc.PythonModel):
+    # The model is logged with an explicit signature, which MLflow enforces on every input; its type-hint
+    # validation (and the warning asking for type hints, printed at every log and load) does not apply.
+    _skip_type_hint_validation = True
+
     def load_context(self, context) -> None:
         weights = Path(context.artifacts["weights"])
         self.model = load_classifier(weights.parent, weights.stem)

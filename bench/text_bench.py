@@ -71,7 +71,7 @@ def table(name: str, result: dict, score: str) -> list[str]:
     columns = list(next(iter(result["scores"].values())))
     lines += ["| budget | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for budget, models in result["scores"].items():
-        cells = [f"{statistics.mean(v):.3f} ± {statistics.pstdev(v):.3f}" for v in models.values()]
+        cells = [f"{statistics.mean(models[c]):.3f} ± {statistics.pstdev(models[c]):.3f}" for c in columns]  # by name
         lines.append(f"| {budget} | " + " | ".join(cells) + " |")
     lines += ["", "Wall time per stage run (s): " + ", ".join(f"{k} {statistics.mean(v):.0f}" for k, v in result["wall_s"].items()),
               f"Val perplexity after pretraining: {result['pretrain']['monitor/val_perplexity']:.1f}", ""]  # fmt: skip

@@ -296,3 +296,15 @@ def test_dvc_repro_text_end_to_end(tmp_path):
     assert ran[:5] == list(STAGES)
     metrics = json.loads((project / "reports/metrics.json").read_text())
     assert {"ssl", "scratch", "classical", "lift"} <= set(metrics)
+
+
+@pytest.mark.slow
+def test_a_warm_up_that_outlasts_text_finetuning_is_a_warning(documents_project, tmp_path, monkeypatch, capsys):
+    project = tmp_path / "p"
+    shutil.copytree(documents_project, project)
+    optim = {"name": "adamw", "lr": 0.001, "weight_decay": 0.01, "momentum": 0.9, "schedule": "cosine", "warmup_epochs": 5}
+    write_params(project, fetch={"source": "csv", "path": "docs.csv"}, finetune={"optim": optim})
+    capsys.readouterr()
+    assert run_stage("finetune", project, monkeypatch) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if "warmup_epochs" in line]
+    assert len(warned) == 1 and warned[0].startswith("warning: text.finetune.optim.warmup_epochs is 5 epoch(s)")

@@ -6,15 +6,17 @@ document's chunks, labels unread) and their supervised starting points are kept 
 not read. Under torchrun (or base.nproc_per_node > 1) the networks train with DDP; rank 0 writes."""
 
 import hashlib
+import math
 import shutil
 
 import torch
 
 from sslflow import distributed
 from sslflow.atomic import write_json
-from sslflow.cli import run
+from sslflow.cli import run, warn
 from sslflow.config import Base, load
 from sslflow.errors import SslflowError
+from sslflow.optim import schedule_warning
 from sslflow.paths import Layout
 from sslflow.runtime import resolve, seed_everything
 from sslflow.splits import data_hash, draw_budget
@@ -63,7 +65,9 @@ def main() -> None:
     budget = draw_budget(task.budget_labels(train_set), labels_per_class=cfg.labels_per_class,
                          label_fraction=cfg.label_fraction, seed=cfg.label_seed, classes=task.budget_classes(classes))  # fmt: skip
     labeled = [train_set[i] for i in budget]
-    arrays = task.training_arrays(tokenizer, labeled, classes, encoding)
+    arrays = task.training_arrays(tokenizer, labeled, classes, encoding)  # (ids, labels, weights)
+    per_epoch = math.ceil(len(arrays[0]) / cfg.batch_size)
+    warn(schedule_warning(cfg.optim, cfg.steps, per_epoch, "text.finetune.optim"))
 
     tokenizer_sha = hashlib.sha256((layout.prepared / "tokenizer.json").read_bytes()).hexdigest()
     encoder, bert = load_encoder(layout.encoder, tokenizer_sha)

@@ -5,7 +5,8 @@ probed linearly, or a baseline (scratch, also with the pool methods, and classic
 
 import functools
 import json
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,11 @@ from sklearn.linear_model import LogisticRegression
 from sslflow.atomic import write_json, write_text
 from sslflow.config import Finetune
 from sslflow.errors import SslflowError
-from sslflow.finetune import train_classifier
+from sslflow.finetune import clone_init, fit_method, predict_proba, train_classifier
+from sslflow.heads import Classifier
+from sslflow.report import per_class
 from sslflow.runtime import Runtime
+from sslflow.splits import draw_budget
 from sslflow.train import Log
 
 ALL = "all"  # the budget of every training label
@@ -110,6 +114,53 @@ def summarize(variant: str, kind: str, budget: int | str, num_classes: int, draw
         "wall_s": float(sum(d["wall_s"] for d in draws)),
         "draws": draws,
     }
+
+
+Fit = Callable[[np.ndarray, int, Log, str], np.ndarray]  # (labeled indices, draw, log, prefix) -> test probabilities
+
+
+def finetuned(
+    make_encoder: Callable[[], torch.nn.Module], feature_dim: int, method: str, *, ft: Finetune, max_steps: int | None,
+    images: np.ndarray, labels: np.ndarray, pool: np.ndarray, test: np.ndarray, num_classes: int, runtime: Runtime,
+) -> Fit:  # fmt: skip
+    """A Fit: a classifier on make_encoder() fitted to the draw's labeled images with finetune.method `method`
+    (supervised fits capped at `max_steps`), returning its test probabilities."""
+
+    def fit(idx: np.ndarray, draw: int, log: Log, prefix: str) -> np.ndarray:
+        init = Classifier(make_encoder(), feature_dim, num_classes, freeze_encoder=ft.mode == "linear")
+        generator = torch.Generator().manual_seed(ft.label_seed + draw)
+        _, model, _ = fit_method(
+            method, clone_init(runtime.prepare(init)), (images[idx], labels[idx]), pool, cfg=ft,
+            train=capped_train(ft, max_steps, runtime, log, generator), teacher=None, batch_size=ft.batch_size,
+            runtime=runtime, log=log, generator=generator, prefix=prefix,
+        )  # fmt: skip
+        return predict_proba(model, test, runtime)
+
+    return fit
+
+
+def run_cell(
+    fitters: dict[str, tuple[str, Fit]], *, budget: int | str, train_y: np.ndarray, test_y: np.ndarray,
+    classes: list[str], draws: int, label_seed: int, seed: int, log: Log, out: Path,
+) -> list[dict]:  # fmt: skip
+    """Every variant {name: (kind, fit)} of one cell over `draws` label draws, scored on test: draw d takes label
+    seed `label_seed` + d and torch seed `seed` + d (a new initialization and data order too). Writes
+    out/<variant>.json (summarize) and returns those cells."""
+    results = {name: [] for name in fitters}
+    for d in range(draws):
+        idx = draw_budget(train_y, **budget_kwargs(budget), seed=label_seed + d, classes=classes)
+        for name, (_, fit) in fitters.items():
+            torch.manual_seed(seed + d)
+            start = time.perf_counter()
+            summary = per_class(test_y, fit(idx, d, log, f"{name}/draw{d}"), classes)["summary"]
+            results[name].append({"label_seed": label_seed + d, "labeled": len(idx), "macro_f1": summary["macro_f1"],
+                                  "accuracy": summary["accuracy"], "wall_s": time.perf_counter() - start})  # fmt: skip
+            log({f"{name}/macro_f1": summary["macro_f1"], f"{name}/accuracy": summary["accuracy"]}, d)
+    cells = [summarize(name, fitters[name][0], budget, len(classes), r) for name, r in results.items()]
+    for cell in cells:
+        write_json(out / f"{cell['variant']}.json", cell)
+        log({f"{cell['variant']}/macro_f1_mean": cell["macro_f1_mean"], f"{cell['variant']}/macro_f1_std": cell["macro_f1_std"]}, draws)
+    return cells
 
 
 def gather(root: Path, budgets: Sequence[int | str], variants: Sequence[str]) -> list[dict]:

@@ -14,28 +14,23 @@ steps. Writes DIR/<variant>.json.
 """
 
 import argparse
+import functools
 import json
-import time
 from pathlib import Path
 from typing import get_args
 
 import numpy as np
-import torch
 
 from sslflow import classical, config
 from sslflow import label_efficiency as le
 from sslflow.artifacts import load_encoder
-from sslflow.atomic import write_json
 from sslflow.cli import run
 from sslflow.embed import apply
 from sslflow.encoders import build_encoder
-from sslflow.finetune import clone_init, fit_method, predict_proba
-from sslflow.heads import Classifier
 from sslflow.methods import cnn_encoder_config
 from sslflow.paths import Layout
-from sslflow.report import per_class
 from sslflow.runtime import resolve, seed_everything
-from sslflow.splits import data_hash, draw_budget
+from sslflow.splits import data_hash
 from sslflow.tracking import stage_run
 
 
@@ -67,20 +62,10 @@ def main() -> None:
     test_y = np.load(layout.prepared / "test_labels.npy")
     classes = json.loads((layout.prepared / "classes.json").read_text())
 
-    def finetuned(make_encoder, feature_dim: int, method: str):
-        """Test probabilities of a classifier on make_encoder() fitted to the draw with finetune.method `method`."""
-
-        def fit(idx: np.ndarray, draw: int, log, prefix: str) -> np.ndarray:
-            init = Classifier(make_encoder(), feature_dim, len(classes), freeze_encoder=ft.mode == "linear")
-            generator = torch.Generator().manual_seed(ft.label_seed + draw)
-            _, model, _ = fit_method(
-                method, clone_init(runtime.prepare(init)), (train_x[idx], train_y[idx]), pool, cfg=ft,
-                train=le.capped_train(ft, sw.max_steps, runtime, log, generator), teacher=None, batch_size=ft.batch_size,
-                runtime=runtime, log=log, generator=generator, prefix=prefix,
-            )  # fmt: skip
-            return predict_proba(model, test_x, runtime)
-
-        return fit
+    finetuned = functools.partial(
+        le.finetuned, ft=ft, max_steps=sw.max_steps, images=train_x, labels=train_y, pool=pool, test=test_x,
+        num_classes=len(classes), runtime=runtime,
+    )  # fmt: skip
 
     # scratch: the CNN methods' architecture (pretrain.encoder) from random init
     scratch_cfg = cnn_encoder_config(config.load(layout.params, "pretrain", config.Pretrain), train_x.shape[1])
@@ -114,21 +99,12 @@ def main() -> None:
     tags = {"sslflow.data_hash": data_hash(layout.prepared)}
     name = "sweep/" + "-".join(str(p) for p in (args.kind, args.method, args.pool_method, budget) if p)
     with stage_run(name, experiment=base.experiment, params=params, upstream=upstream, tags=tags) as tracker:
-        draws = {name: [] for name in fitters}
-        for d in range(sw.draws):
-            idx = draw_budget(train_y, **le.budget_kwargs(budget), seed=ft.label_seed + d, classes=classes)
-            for name, (_, fit) in fitters.items():
-                torch.manual_seed(base.seed + d)  # each draw is also a new initialization and data order
-                start = time.perf_counter()
-                summary = per_class(test_y, fit(idx, d, tracker.log, f"{name}/draw{d}"), classes)["summary"]
-                draws[name].append({"label_seed": ft.label_seed + d, "labeled": len(idx), "macro_f1": summary["macro_f1"],
-                                    "accuracy": summary["accuracy"], "wall_s": time.perf_counter() - start})  # fmt: skip
-                tracker.log({f"{name}/macro_f1": summary["macro_f1"], f"{name}/accuracy": summary["accuracy"]}, d)
-        for name, results in draws.items():
-            cell = le.summarize(name, fitters[name][0], budget, len(classes), results)
-            write_json(args.out / f"{name}.json", cell)
-            tracker.log({f"{name}/macro_f1_mean": cell["macro_f1_mean"], f"{name}/macro_f1_std": cell["macro_f1_std"]}, sw.draws)
-            print(f"sweep {name} @ {budget}/class: macro-F1 {cell['macro_f1_mean']:.3f} ± {cell['macro_f1_std']:.3f} ({sw.draws} draws)")
+        cells = le.run_cell(
+            fitters, budget=budget, train_y=train_y, test_y=test_y, classes=classes, draws=sw.draws,
+            label_seed=ft.label_seed, seed=base.seed, log=tracker.log, out=args.out,
+        )  # fmt: skip
+    for cell in cells:
+        print(f"sweep {cell['variant']} @ {budget}/class: macro-F1 {cell['macro_f1_mean']:.3f} ± {cell['macro_f1_std']:.3f} ({sw.draws} draws)")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
 
 Runs the real pretrain stage (default params.yaml, SimCLR on MNIST-5k's pool) in a scratch project, once per
 setting and repeat, alternating the order: `loader` (torchvision.transforms.v2 per image in the DataLoader
-worker) and `device` (sslflow.batch_views.SimCLRView on the training device, here the CPU). From the stage's
+worker) and `device` (sslflow.image.batch_views.SimCLRView on the training device, here the CPU). From the stage's
 reports/pretrain.json (the last epoch): seconds waiting for data, seconds computing, their sum and
 samples/s. Writes <out>.json and a Markdown table <out>.md; the medians over repeats.
 """
@@ -35,13 +35,18 @@ def pretrain(project: Path, augment_on: str, epochs: int) -> dict[str, float]:
     shutil.rmtree(project / "checkpoints", ignore_errors=True)  # never resume the other setting's run
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}"}
     result = subprocess.run([sys.executable, str(REPO / "stages" / "image" / "pretrain.py")], cwd=project, env=env,
-                            capture_output=True, text=True, check=False)  # fmt: skip
+                            capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise SystemExit(f"pretrain ({augment_on}) failed:\n{result.stderr[-3000:]}")
     summary = json.loads((project / "reports" / "pretrain.json").read_text())
     wait, compute = summary["pretrain/data_wait_s"], summary["pretrain/compute_s"]
-    return {"data_wait_s": wait, "compute_s": compute, "epoch_s": wait + compute, "wait_share": wait / (wait + compute),
-            "samples_per_s": summary["pretrain/samples_per_s"]}  # fmt: skip
+    return {
+        "data_wait_s": wait,
+        "compute_s": compute,
+        "epoch_s": wait + compute,
+        "wait_share": wait / (wait + compute),
+        "samples_per_s": summary["pretrain/samples_per_s"],
+    }
 
 
 def main() -> None:
@@ -74,12 +79,14 @@ def main() -> None:
     }
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     rows = [
-        f"| {s} | {m['data_wait_s']:.1f} | {m['compute_s']:.1f} | {m['epoch_s']:.1f} | {m['wait_share']:.1%} | {m['samples_per_s']:.0f} |"
+        f"| {s} | {m['data_wait_s']:.1f} | {m['compute_s']:.1f} | {m['epoch_s']:.1f} | {m['wait_share']:.1%} "
+        f"| {m['samples_per_s']:.0f} |"
         for s, m in medians.items()
     ]
     table = "\n".join(
         [
-            f"Machine: {result['machine']}; load average before/after {result['load_avg_before_after']} ({result['date']}).",
+            f"Machine: {result['machine']}; "
+            f"load average before/after {result['load_avg_before_after']} ({result['date']}).",
             f"One pretrain epoch (SimCLR, default params), median of {args.repeats} runs per setting.",
             "",
             "| pretrain.augment_on | data wait (s) | compute (s) | epoch (s) | data-wait share | samples/s |",

@@ -41,7 +41,7 @@ def evaluate(project: Path, sample: int) -> float:
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}"}
     start = time.perf_counter()
     result = subprocess.run([sys.executable, str(REPO / "stages" / "image" / "evaluate.py")], cwd=project, env=env,
-                            capture_output=True, text=True, check=False)  # fmt: skip
+                            capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - start
     if result.returncode != 0:
         raise SystemExit(f"evaluate failed:\n{result.stderr[-3000:]}")
@@ -66,9 +66,17 @@ def main() -> None:
         images, labels = test_split(project / "data" / "prepared", args.test_images)
         np.save(project / "data" / "prepared" / "test_images.npy", images)
         np.save(project / "data" / "prepared" / "test_labels.npy", labels)
-        seconds = {f"sample {default}": evaluate(project, default), f"all {len(labels)}": evaluate(project, len(labels))}
-    result = {"test_images": len(labels), "wall_s": seconds, "load_avg_before_after": [list(load_before), list(os.getloadavg())],
-              "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M")}  # fmt: skip
+        seconds = {
+            f"sample {default}": evaluate(project, default),
+            f"all {len(labels)}": evaluate(project, len(labels)),
+        }
+    result = {
+        "test_images": len(labels),
+        "wall_s": seconds,
+        "load_avg_before_after": [list(load_before), list(os.getloadavg())],
+        "cpus": os.cpu_count(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     rows = [f"| {name} | {s} |" for name, s in seconds.items()]
     (a, sa), (b, sb) = seconds.items()
@@ -76,7 +84,7 @@ def main() -> None:
         f"evaluate on {len(labels)} test images, {result['cpus']} CPUs, load average before/after "
         f"{result['load_avg_before_after']} ({result['date']})", "",
         "| t-SNE picture | evaluate wall (s) |", "|---|---|", *rows, "", f"{a} / {b}: {sa / sb:.2f} of the time",
-    ])  # fmt: skip
+    ])
     args.out.with_suffix(".md").write_text(table + "\n")
     print(table)
 

@@ -63,8 +63,10 @@ class Project:
     def stage(self, modality: str, name: str, overrides: dict | None = None) -> float:
         (self.path / "params.yaml").write_text(yaml.safe_dump(merge(self.params, overrides or {}), sort_keys=False))
         start = time.perf_counter()
-        result = subprocess.run([sys.executable, str(REPO / "stages" / modality / f"{name}.py")], cwd=self.path,
-                                env=self.env, capture_output=True, text=True, check=False)  # fmt: skip
+        result = subprocess.run(
+            [sys.executable, str(REPO / "stages" / modality / f"{name}.py")],
+            cwd=self.path, env=self.env, capture_output=True, text=True, check=False,
+        )
         seconds = time.perf_counter() - start
         if result.returncode != 0:
             raise SystemExit(f"error: {modality} {name} failed in {self.path}:\n{result.stderr[-3000:]}")
@@ -89,12 +91,18 @@ def loop_figures(summary: dict, prefix: str = "pretrain") -> dict:
 
 def cuda_tests() -> dict:
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", "tests/test_gpu.py"],
-                            cwd=REPO, capture_output=True, text=True, check=False)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", "tests/test_gpu.py"],
+        cwd=REPO, capture_output=True, text=True, check=False,
+    )
     counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|error)", result.stdout)}
     print(result.stdout.strip().splitlines()[-1] if result.stdout.strip() else result.stderr[-500:], flush=True)
-    return {"rc": result.returncode, **counts, "seconds": round(time.perf_counter() - start, 1),
-            "output_tail": result.stdout[-1500:]}  # fmt: skip
+    return {
+        "rc": result.returncode,
+        **counts,
+        "seconds": round(time.perf_counter() - start, 1),
+        "output_tail": result.stdout[-1500:],
+    }
 
 
 def image_pipeline(project: Project, reference: dict | None) -> dict:
@@ -150,8 +158,9 @@ def table(result: dict) -> str:
         "",
         "| run | wall (s) | samples/s | data-wait share | peak memory (MiB) |",
         "|---|---|---|---|---|",
-        f"| image pretrain + finetune + evaluate | {img['pretrain_finetune_evaluate_s']} | {img['pretrain']['samples_per_s']} "
-        f"| {img['pretrain']['data_wait_share']:.1%} | {img['pretrain']['peak_memory_mib']} |",
+        f"| image pretrain + finetune + evaluate | {img['pretrain_finetune_evaluate_s']} "
+        f"| {img['pretrain']['samples_per_s']} | {img['pretrain']['data_wait_share']:.1%} "
+        f"| {img['pretrain']['peak_memory_mib']} |",
         f"| MLM pretrain, {mlm['max_steps']} steps | {mlm['pretrain_s']} | {mlm['samples_per_s']} "
         f"| {mlm['data_wait_share']:.1%} | {mlm['peak_memory_mib']} |",
         *(
@@ -172,7 +181,8 @@ def table(result: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=Path(os.environ["OUT"]) if os.environ.get("OUT") else REPO / "bench" / "gpu_check")
+    default_out = Path(os.environ["OUT"]) if os.environ.get("OUT") else REPO / "bench" / "gpu_check"
+    ap.add_argument("--out", type=Path, default=default_out)
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     ap.add_argument("--profile", default="default", choices=["default", "tiny"])
     ap.add_argument("--mlm-steps", type=int, help="default: 300, or 4 with --profile tiny")

@@ -26,8 +26,10 @@ REPO = Path(__file__).resolve().parents[1]
 def run_stage(project: Path, stage: str, env: dict) -> dict:
     """Wall time and peak RSS (MiB) of one stage process."""
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, f"stages/image/{stage}.py"], cwd=project, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, f"stages/image/{stage}.py"],
+        cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -51,11 +53,15 @@ def main() -> None:
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}"}
     params = yaml.safe_load((project / "params.yaml").read_text())
 
-    stages = {} if args.reuse else {s: run_stage(project, s, env) for s in ("fetch", "preprocess", "pretrain", "finetune", "evaluate")}
+    pipeline = ("fetch", "preprocess", "pretrain", "finetune", "evaluate")
+    stages = {} if args.reuse else {s: run_stage(project, s, env) for s in pipeline}
     pretrain = json.loads((project / "reports" / "pretrain.json").read_text())
     result = {
-        "profile": {"source": params["fetch"]["source"], "pretrain_epochs": params["pretrain"]["epochs"],
-                    "finetune": {k: params["finetune"][k] for k in ("method", "mode", "epochs", "fixmatch", "distill")}},  # fmt: skip
+        "profile": {
+            "source": params["fetch"]["source"],
+            "pretrain_epochs": params["pretrain"]["epochs"],
+            "finetune": {k: params["finetune"][k] for k in ("method", "mode", "epochs", "fixmatch", "distill")},
+        },
         "stages": stages,
         "default_repro_wall_s": sum(s["wall_s"] for s in stages.values()),
         "pretrain_images_per_s": pretrain["pretrain/samples_per_s"],
@@ -70,10 +76,12 @@ def main() -> None:
             run_stage(project, "finetune", env)
             run_stage(project, "evaluate", env)
             metrics = json.loads((project / "reports" / "metrics.json").read_text())
-            draws.append({m: v["macro_f1"] for m, v in metrics.items() if m != "lift"} | {f"lift/{k}": v for k, v in metrics["lift"].items()})
+            scores = {m: v["macro_f1"] for m, v in metrics.items() if m != "lift"}
+            draws.append(scores | {f"lift/{k}": v for k, v in metrics["lift"].items()})
             print(f"labels/class {budget} draw {draw}: {draws[-1]}", flush=True)
         result["budgets"][str(budget)] = {
-            m: {"mean": float(np.mean([d[m] for d in draws])), "std": float(np.std([d[m] for d in draws]))} for m in draws[0]
+            m: {"mean": float(np.mean([d[m] for d in draws])), "std": float(np.std([d[m] for d in draws]))}
+            for m in draws[0]
         } | {"draws": draws}
     if not args.reuse:
         shutil.rmtree(project)
@@ -83,7 +91,12 @@ def main() -> None:
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     lines = ["| stage | wall s | peak RSS MiB |", "|---|---|---|"]
     lines += [f"| {s} | {v['wall_s']:.1f} | {v['peak_rss_mib']:.0f} |" for s, v in stages.items()]
-    lines += ["", f"default repro {result['default_repro_wall_s']:.0f} s; pretrain {result['pretrain_images_per_s']:.0f} images/s", ""]
+    lines += [
+        "",
+        f"default repro {result['default_repro_wall_s']:.0f} s; "
+        f"pretrain {result['pretrain_images_per_s']:.0f} images/s",
+        "",
+    ]
     columns = [m for m in next(iter(result["budgets"].values())) if m != "draws"]
     lines += ["| labels/class | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for budget, r in result["budgets"].items():

@@ -47,19 +47,44 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--draws", type=int, default=3)
     ap.add_argument("--budgets", nargs="+", default=None, help="default: sweep.budgets")
-    ap.add_argument("--methods", nargs="+", default=None, help="default: sweep.methods (with the pool: those of them in sweep.semisupervised)")
+    ap.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        help="default: sweep.methods (with the pool: those of them in sweep.semisupervised)",
+    )
     ap.add_argument("--pool-methods", nargs="+", default=None, help="default: sweep.pool_methods")
-    ap.add_argument("--jobs", type=int, default=1, help="cells run this many at a time (each with OMP_NUM_THREADS=1 when > 1)")
+    ap.add_argument(
+        "--jobs", type=int, default=1, help="cells run this many at a time (each with OMP_NUM_THREADS=1 when > 1)"
+    )
     ap.add_argument("--out", default=str(REPO / "bench" / "label_efficiency"))
-    ap.add_argument("--continue", dest="project", type=Path, help="an interrupted run's project dir: steps whose outputs exist are kept")
-    ap.add_argument("--log", type=Path, nargs="*", default=[], help="with --continue: the earlier runs' output, for their wall times")
-    ap.add_argument("--no-summary", action="store_true", help="run the steps only (e.g. one budget beside another process)")
+    ap.add_argument(
+        "--continue",
+        dest="project",
+        type=Path,
+        help="an interrupted run's project dir: steps whose outputs exist are kept",
+    )
+    ap.add_argument(
+        "--log",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="with --continue: the earlier runs' output, for their wall times",
+    )
+    ap.add_argument(
+        "--no-summary", action="store_true", help="run the steps only (e.g. one budget beside another process)"
+    )
     args = ap.parse_args()
 
     earlier = None
     if args.project:
         project = args.project
-        lines = [line.split(" s  ", 1) for log in args.log for line in log.read_text().splitlines() if " s  stages/" in line]
+        lines = [
+            line.split(" s  ", 1)
+            for log in args.log
+            for line in log.read_text().splitlines()
+            if " s  stages/" in line
+        ]
         earlier = {cmd.removesuffix("  (earlier run)").strip(): float(t) for t, cmd in lines}
     else:
         project = Path(tempfile.mkdtemp(prefix="sslflow-le-bench-"))
@@ -81,11 +106,15 @@ def main() -> None:
         env["OMP_NUM_THREADS"] = "1"
 
     step = functools.partial(run, project, env, earlier=earlier)
-    wall = {"data": step("stages/image/fetch.py", outputs=("data/raw/manifest.json",))
-            + step("stages/image/preprocess.py", outputs=("data/prepared/split.json",))}  # fmt: skip
+    wall = {
+        "data": step("stages/image/fetch.py", outputs=("data/raw/manifest.json",))
+        + step("stages/image/preprocess.py", outputs=("data/prepared/split.json",))
+    }
     for m in sweep["methods"]:
-        wall[f"pretrain/{m}"] = step("stages/image/pretrain.py", "--method", m, "--out", f"models/sweep/{m}",
-                                     outputs=(f"models/sweep/{m}/pretrain.json",))  # fmt: skip
+        wall[f"pretrain/{m}"] = step(
+            "stages/image/pretrain.py", "--method", m, "--out", f"models/sweep/{m}",
+            outputs=(f"models/sweep/{m}/pretrain.json",),
+        )
     cells = []  # (name, sweep.py arguments, outputs): independent of each other, so they may run side by side
     for b in map(str, sweep["budgets"]):
         out = f"reports/sweep/cells/{b}"
@@ -96,8 +125,10 @@ def main() -> None:
         for p in sweep["pool_methods"]:
             for m in sweep["semisupervised"]:
                 enc = ("--method", m, "--encoder", f"models/sweep/{m}/encoder")
-                cells.append((f"cell/{m}-{p}/{b}", ("semisupervised", "--pool-method", p, *enc, *where), (f"{out}/{m}-{p}.json",)))
-            cells.append((f"cell/scratch-{p}/{b}", ("semisupervised", "--pool-method", p, *where), (f"{out}/scratch-{p}.json",)))
+                command = ("semisupervised", "--pool-method", p, *enc, *where)
+                cells.append((f"cell/{m}-{p}/{b}", command, (f"{out}/{m}-{p}.json",)))
+            command = ("semisupervised", "--pool-method", p, *where)
+            cells.append((f"cell/scratch-{p}/{b}", command, (f"{out}/scratch-{p}.json",)))
         cells.append((f"cell/baselines/{b}", ("baselines", *where), (f"{out}/scratch.json", f"{out}/classical.json")))
 
     def cell(item):
@@ -111,29 +142,53 @@ def main() -> None:
     wall["label_efficiency"] = step("stages/image/label_efficiency.py", "--cells", "reports/sweep/cells")
 
     table = json.loads((project / "reports" / "label_efficiency.json").read_text())
-    pretrain = {m: json.loads((project / "models" / "sweep" / m / "pretrain.json").read_text()) for m in sweep["methods"]}
+    pretrain = {
+        m: json.loads((project / "models" / "sweep" / m / "pretrain.json").read_text()) for m in sweep["methods"]
+    }
     result = {
-        "profile": {"source": params["fetch"]["source"], "pretrain_epochs": params["pretrain"]["epochs"], "sweep": sweep,
-                    "finetune": {k: params["finetune"][k] for k in ("mode", "epochs", "batch_size", "fixmatch", "distill")},
-                    "jobs": args.jobs},  # fmt: skip
+        "profile": {
+            "source": params["fetch"]["source"],
+            "pretrain_epochs": params["pretrain"]["epochs"],
+            "sweep": sweep,
+            "finetune": {k: params["finetune"][k] for k in ("mode", "epochs", "batch_size", "fixmatch", "distill")},
+            "jobs": args.jobs,
+        },
         "wall_s": wall,
         "total_wall_s": sum(wall.values()),
         "pretrain_val_knn_acc": {m: p["monitor/val_knn_acc"] for m, p in pretrain.items()},
         "reference_best_classical": REFERENCE,
-        "target": {b: {"best_pretrained": table["best"][b]["best_pretrained"], "macro_f1": table["best"][b]["macro_f1"],
-                       "reference": ref, "met": table["best"][b]["macro_f1"] >= ref}
-                   for b, ref in REFERENCE.items() if b in table["best"]},  # fmt: skip
+        "target": {
+            b: {
+                "best_pretrained": table["best"][b]["best_pretrained"],
+                "macro_f1": table["best"][b]["macro_f1"],
+                "reference": ref,
+                "met": table["best"][b]["macro_f1"] >= ref,
+            }
+            for b, ref in REFERENCE.items()
+            if b in table["best"]
+        },
         "table": table,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     shutil.copy(project / "reports" / "label_efficiency.png", out.with_suffix(".png"))
-    lines = [(project / "reports" / "label_efficiency.md").read_text(), "| budget | best pretrained | macro-F1 | best classical (reference) | met |", "|---|---|---|---|---|"]
-    lines += [f"| {b} / class | {t['best_pretrained']} | {t['macro_f1']:.3f} | {t['reference']:.3f} | {'yes' if t['met'] else 'no'} |" for b, t in result["target"].items()]
+    lines = [
+        (project / "reports" / "label_efficiency.md").read_text(),
+        "| budget | best pretrained | macro-F1 | best classical (reference) | met |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {b} / class | {t['best_pretrained']} | {t['macro_f1']:.3f} | {t['reference']:.3f} "
+        f"| {'yes' if t['met'] else 'no'} |"
+        for b, t in result["target"].items()
+    ]
     lines += ["", "| step | wall s |", "|---|---|"] + [f"| {k} | {v:.0f} |" for k, v in wall.items()]
-    lines += ["", f"total {result['total_wall_s'] / 60:.1f} min; pretrain val kNN accuracy: "
-              + ", ".join(f"{m} {a:.3f}" for m, a in result["pretrain_val_knn_acc"].items())]  # fmt: skip
+    lines += [
+        "",
+        f"total {result['total_wall_s'] / 60:.1f} min; pretrain val kNN accuracy: "
+        + ", ".join(f"{m} {a:.3f}" for m, a in result["pretrain_val_knn_acc"].items()),
+    ]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     shutil.rmtree(project)

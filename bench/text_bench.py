@@ -28,8 +28,10 @@ WIKIGOLD = REPO.parent / "shared" / "data" / "wikigold" / "wikigold.conll.txt"
 def stage(name: str, project: Path, params: dict, times: dict) -> None:
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, str(REPO / "stages" / "text" / f"{name}.py")], cwd=project,
-                            capture_output=True, text=True, check=False)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, str(REPO / "stages" / "text" / f"{name}.py")],
+        cwd=project, capture_output=True, text=True, check=False,
+    )
     times.setdefault(name, []).append(round(time.perf_counter() - start, 1))
     if result.returncode != 0:
         raise SystemExit(f"{name} failed in {project}:\n{result.stderr[-3000:]}")
@@ -73,8 +75,13 @@ def table(name: str, result: dict, score: str) -> list[str]:
     for budget, models in result["scores"].items():
         cells = [f"{statistics.mean(models[c]):.3f} ± {statistics.pstdev(models[c]):.3f}" for c in columns]  # by name
         lines.append(f"| {budget} | " + " | ".join(cells) + " |")
-    lines += ["", "Wall time per stage run (s): " + ", ".join(f"{k} {statistics.mean(v):.0f}" for k, v in result["wall_s"].items()),
-              f"Val perplexity after pretraining: {result['pretrain']['monitor/val_perplexity']:.1f}", ""]  # fmt: skip
+    walls = ", ".join(f"{k} {statistics.mean(v):.0f}" for k, v in result["wall_s"].items())
+    lines += [
+        "",
+        f"Wall time per stage run (s): {walls}",
+        f"Val perplexity after pretraining: {result['pretrain']['monitor/val_perplexity']:.1f}",
+        "",
+    ]
     return lines
 
 
@@ -85,7 +92,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--budgets", type=int, nargs="+", default=[1, 5, 10])
     parser.add_argument("--ner-budgets", type=int, nargs="+", default=[50, 200])
-    parser.add_argument("--method", choices=["supervised", "fixmatch"], help="text.finetune.method (default: params.yaml's)")
+    parser.add_argument(
+        "--method", choices=["supervised", "fixmatch"], help="text.finetune.method (default: params.yaml's)"
+    )
     parser.add_argument("--no-ner", action="store_true", help="BBC only")
     parser.add_argument("--work", type=Path, default=None, help="scratch directory (default: a new temp dir)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "text")

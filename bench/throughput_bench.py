@@ -33,15 +33,15 @@ import torch
 import yaml
 
 from sslflow import config
-from sslflow.datasets import Images
 from sslflow.encoders import EncoderConfig, build_encoder
-from sslflow.losses import ntxent
+from sslflow.image.datasets import Images
+from sslflow.image.losses import ntxent
+from sslflow.image.simclr import SimCLR, simclr_step
+from sslflow.image.views import TwoViews, augment
 from sslflow.optim import build_optimizer, build_schedule
 from sslflow.runtime import Runtime, resolve, seed_everything
 from sslflow.sampling import resumable_loader
-from sslflow.simclr import SimCLR, simclr_step
 from sslflow.train import fit, to_device
-from sslflow.views import TwoViews, augment
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = (28, 28)  # MNIST-shaped synthetic images
@@ -73,7 +73,7 @@ def run_fit(model, step, loader, cfg_optim, steps: int, runtime: Runtime, prefix
     summary = fit(
         model=model, step=step, loader=loader, optimizer=optimizer, scheduler=scheduler, epochs=1, runtime=runtime,
         log=lambda m, s: ticks() if f"{prefix}/loss" in m else None, max_steps=steps, prefix=prefix,
-    )  # fmt: skip
+    )
     return ticks.per_step(), summary
 
 
@@ -94,8 +94,12 @@ def compare(ours, reference, repeats: int) -> dict:
         for name, runner in order if r % 2 == 0 else order[::-1]:
             times[name].append(runner())
     med = {k: statistics.median(v) for k, v in times.items()}
-    return {"sslflow_step_s": med["sslflow"], "reference_step_s": med["reference"],
-            "ratio": med["reference"] / med["sslflow"], "runs": times}  # fmt: skip
+    return {
+        "sslflow_step_s": med["sslflow"],
+        "reference_step_s": med["reference"],
+        "ratio": med["reference"] / med["sslflow"],
+        "runs": times,
+    }
 
 
 def simclr(args, runtime: Runtime) -> dict:
@@ -110,12 +114,15 @@ def simclr(args, runtime: Runtime) -> dict:
     model = copy.deepcopy(init)
     _, summary = run_fit(model, simclr_step(model, cfg.temperature), loader, cfg.optim, args.steps, runtime, "pretrain")
 
-    data = resumable_loader(Images(pool, views), batch_size=cfg.batch_size, seed=0, runtime=resolve(config.Base(device="cpu")))
-    batches = [to_device(b, runtime) for _, b in zip(range(args.steps), data)]
+    cpu = resolve(config.Base(device="cpu"))
+    data = resumable_loader(Images(pool, views), batch_size=cfg.batch_size, seed=0, runtime=cpu)
+    # The first args.steps batches: range comes first, so zip stops before drawing one more from the loader.
+    batches = [to_device(b, runtime) for _, b in zip(range(args.steps), data, strict=False)]
 
     def ours() -> float:
         model = copy.deepcopy(init)
-        return run_fit(model, simclr_step(model, cfg.temperature), batches, cfg.optim, args.steps, runtime, "pretrain")[0]
+        step = simclr_step(model, cfg.temperature)
+        return run_fit(model, step, batches, cfg.optim, args.steps, runtime, "pretrain")[0]
 
     def plain() -> float:
         model = copy.deepcopy(init)
@@ -134,8 +141,11 @@ def simclr(args, runtime: Runtime) -> dict:
             ticks()
         return ticks.per_step()
 
-    return {"batch": cfg.batch_size, "pipeline": pipeline(summary, "pretrain", args.steps),
-            "vs_plain_pytorch": compare(ours, plain, args.repeats)}  # fmt: skip
+    return {
+        "batch": cfg.batch_size,
+        "pipeline": pipeline(summary, "pretrain", args.steps),
+        "vs_plain_pytorch": compare(ours, plain, args.repeats),
+    }
 
 
 def mlm(args, runtime: Runtime) -> dict:
@@ -185,17 +195,24 @@ def mlm(args, runtime: Runtime) -> dict:
             output_dir=tempfile.mkdtemp(prefix="sslflow-hf-"), per_device_train_batch_size=cfg.batch_size,
             max_steps=args.steps, logging_strategy="no", save_strategy="no", report_to="none", disable_tqdm=True,
             max_grad_norm=0.0,  # fit does not clip either
-            dataloader_num_workers=runtime.num_workers, remove_unused_columns=False, use_cpu=runtime.device.type == "cpu",
-            bf16=runtime.dtype == torch.bfloat16, seed=0,
-        )  # fmt: skip
-        hf = Trainer(model=model, args=targs, train_dataset=rows, data_collator=collator, callbacks=[Tick(ticks)],
-                     optimizers=(optimizer, build_schedule(optimizer, cfg.optim, args.steps, args.steps)))  # fmt: skip
+            dataloader_num_workers=runtime.num_workers, remove_unused_columns=False,
+            use_cpu=runtime.device.type == "cpu", bf16=runtime.dtype == torch.bfloat16, seed=0,
+        )
+        scheduler = build_schedule(optimizer, cfg.optim, args.steps, args.steps)
+        hf = Trainer(
+            model=model, args=targs, train_dataset=rows, data_collator=collator, callbacks=[Tick(ticks)],
+            optimizers=(optimizer, scheduler),
+        )
         hf.train()
         shutil.rmtree(targs.output_dir, ignore_errors=True)
         return ticks.per_step()
 
-    return {"batch": cfg.batch_size, "sequence_length": length, "pipeline": pipeline(summary, "pretrain", args.steps),
-            "vs_hf_trainer": compare(ours, trainer, args.repeats)}  # fmt: skip
+    return {
+        "batch": cfg.batch_size,
+        "sequence_length": length,
+        "pipeline": pipeline(summary, "pretrain", args.steps),
+        "vs_hf_trainer": compare(ours, trainer, args.repeats),
+    }
 
 
 def _anon_kib(pid: int) -> int:
@@ -233,7 +250,9 @@ def pretrain_stage_rss(rows: int, steps: int, workers: int) -> dict:
         (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         prepared = project / "data" / "prepared"
         prepared.mkdir(parents=True)
-        pool = np.lib.format.open_memmap(prepared / "pool_images.npy", mode="w+", dtype=np.uint8, shape=(rows, 1, *SIZE))
+        pool = np.lib.format.open_memmap(
+            prepared / "pool_images.npy", mode="w+", dtype=np.uint8, shape=(rows, 1, *SIZE)
+        )
         for i in range(0, rows, 50_000):  # written in chunks: this process stays small too
             pool[i : i + 50_000] = images(min(50_000, rows - i), seed=i)
         pool.flush()
@@ -243,8 +262,10 @@ def pretrain_stage_rss(rows: int, steps: int, workers: int) -> dict:
         (prepared / "split.json").write_text(json.dumps({"data_hash": f"synthetic-{rows}"}))
         env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}"}
         start = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "stages/image/pretrain.py"], cwd=project, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "stages/image/pretrain.py"],
+            cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
         anon, done = [0], threading.Event()
 
         def sample() -> None:
@@ -259,9 +280,13 @@ def pretrain_stage_rss(rows: int, steps: int, workers: int) -> dict:
         _, status, usage = os.wait4(proc.pid, 0)
         if os.waitstatus_to_exitcode(status) != 0:
             raise SystemExit(f"pretrain on {rows} rows failed:\n{out[-3000:]}")
-        return {"rows": rows, "pool_file_mib": (prepared / "pool_images.npy").stat().st_size / 2**20,
-                "peak_rss_mib": usage.ru_maxrss / 1024, "peak_anon_rss_mib": anon[0] / 1024,
-                "wall_s": time.perf_counter() - start}  # fmt: skip
+        return {
+            "rows": rows,
+            "pool_file_mib": (prepared / "pool_images.npy").stat().st_size / 2**20,
+            "peak_rss_mib": usage.ru_maxrss / 1024,
+            "peak_anon_rss_mib": anon[0] / 1024,
+            "wall_s": time.perf_counter() - start,
+        }
     finally:
         shutil.rmtree(project, ignore_errors=True)
 
@@ -269,24 +294,37 @@ def pretrain_stage_rss(rows: int, steps: int, workers: int) -> dict:
 def table(result: dict) -> str:
     s, m, r = result["simclr"], result["mlm"], result["peak_rss"]
     lines = [
-        f"Machine: {result['machine']['cpus']} CPUs, device {result['machine']['device']}; torch {result['machine']['torch']}.",
+        f"Machine: {result['machine']['cpus']} CPUs, device {result['machine']['device']}; "
+        f"torch {result['machine']['torch']}.",
         "Load average (1, 5, 15 min) before and after each part: "
-        + "; ".join(f"{p} {result[p]['run']['load_before']} -> {result[p]['run']['load_after']} ({result[p]['run']['date']})" for p in PARTS),
+        + "; ".join(
+            f"{p} {result[p]['run']['load_before']} -> {result[p]['run']['load_after']} ({result[p]['run']['date']})"
+            for p in PARTS
+        ),
         "",
         "| pretrain | batch | samples/s | data wait / step (s) | compute / step (s) |",
         "|---|---|---|---|---|",
     ]
     for name, x in (("SimCLR", s), ("MLM", m)):
         p = x["pipeline"]
-        lines.append(f"| {name} | {x['batch']} | {p['samples_per_s']:.1f} | {p['data_wait_per_step_s']:.4f} | {p['compute_per_step_s']:.4f} |")
+        lines.append(
+            f"| {name} | {x['batch']} | {p['samples_per_s']:.1f} | {p['data_wait_per_step_s']:.4f} "
+            f"| {p['compute_per_step_s']:.4f} |"
+        )
     lines += ["", "| step | sslflow fit (s) | reference (s) | ratio (reference / sslflow) |", "|---|---|---|---|"]
     for name, c in (("SimCLR vs plain PyTorch loop", s["vs_plain_pytorch"]), ("MLM vs HF Trainer", m["vs_hf_trainer"])):
         lines.append(f"| {name} | {c['sslflow_step_s']:.4f} | {c['reference_step_s']:.4f} | {c['ratio']:.2f} |")
-    lines += ["", "| pretrain stage | pool rows | pool file (MiB) | peak RSS (MiB) | peak anonymous RSS, all processes (MiB) |",
-              "|---|---|---|---|---|"]  # fmt: skip
+    lines += [
+        "",
+        "| pretrain stage | pool rows | pool file (MiB) | peak RSS (MiB) | peak anonymous RSS, all processes (MiB) |",
+        "|---|---|---|---|---|",
+    ]
     for scale in ("1x", "10x"):
         x = r[scale]
-        lines.append(f"| {scale} | {x['rows']} | {x['pool_file_mib']:.0f} | {x['peak_rss_mib']:.0f} | {x['peak_anon_rss_mib']:.0f} |")
+        lines.append(
+            f"| {scale} | {x['rows']} | {x['pool_file_mib']:.0f} | {x['peak_rss_mib']:.0f} "
+            f"| {x['peak_anon_rss_mib']:.0f} |"
+        )
     lines.append(f"\n10x / 1x: peak RSS {r['ratio_10x_1x']:.2f}, peak anonymous RSS {r['anon_ratio_10x_1x']:.2f}")
     return "\n".join(lines) + "\n"
 
@@ -301,8 +339,10 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1, help="DataLoader workers (params base.num_workers)")
     ap.add_argument("--rows", type=int, default=60_000, help="pool rows at 1x for the memory runs")
     ap.add_argument("--out", default=str(REPO / "bench" / "throughput"))
-    ap.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
-                    help="rerun only these; the others are kept from the existing <out>.json")  # fmt: skip
+    ap.add_argument(
+        "--parts", nargs="+", choices=PARTS, default=list(PARTS),
+        help="rerun only these; the others are kept from the existing <out>.json",
+    )
     args = ap.parse_args()
 
     out = Path(args.out)
@@ -311,7 +351,10 @@ def main() -> None:
     for part in args.parts:
         load_before = os.getloadavg()
         if part == "peak_rss":
-            rss = {scale: pretrain_stage_rss(args.rows * k, args.steps, args.workers) for scale, k in (("1x", 1), ("10x", 10))}
+            rss = {
+                scale: pretrain_stage_rss(args.rows * k, args.steps, args.workers)
+                for scale, k in (("1x", 1), ("10x", 10))
+            }
             rss["ratio_10x_1x"] = rss["10x"]["peak_rss_mib"] / rss["1x"]["peak_rss_mib"]
             rss["anon_ratio_10x_1x"] = rss["10x"]["peak_anon_rss_mib"] / rss["1x"]["peak_anon_rss_mib"]
             result[part] = rss
@@ -320,11 +363,11 @@ def main() -> None:
         result[part]["run"] = {
             "date": time.strftime("%Y-%m-%d %H:%M"), "load_before": [round(x, 2) for x in load_before],
             "load_after": [round(x, 2) for x in os.getloadavg()],
-        }  # fmt: skip
+        }
     result["machine"] = {
-        "cpus": os.cpu_count(), "device": str(runtime.device), "torch": torch.__version__, "python": platform.python_version(),
-        "steps": args.steps, "repeats": args.repeats, "num_workers": args.workers,
-    }  # fmt: skip
+        "cpus": os.cpu_count(), "device": str(runtime.device), "torch": torch.__version__,
+        "python": platform.python_version(), "steps": args.steps, "repeats": args.repeats, "num_workers": args.workers,
+    }
 
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")

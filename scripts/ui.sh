@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The MLflow UI on http://127.0.0.1:5000 against the project's store (sslflow.tracking.tracking_uri: the
 # project's mlflow.db, or MLFLOW_TRACKING_URI). Extra arguments go to `mlflow ui`, e.g. --port 5001.
+# First it prints the link to the experiment's training runs: MLflow 3 opens an experiment on its GenAI overview.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || bash scripts/setup.sh
@@ -11,6 +12,22 @@ case "$store" in
     echo "error: MLFLOW_TRACKING_URI is a tracking server ($store): open it in a browser instead" >&2
     exit 2 ;;
 esac
+port=5000
+args=("$@")
+for ((i = 0; i < ${#args[@]}; i++)); do
+  case "${args[i]}" in
+    --port | -p) port=${args[i + 1]:-$port} ;;
+    --port=*) port=${args[i]#--port=} ;;
+  esac
+done
+url=$(python -c '
+import sys
+from sslflow import config
+from sslflow.paths import Layout
+from sslflow.tracking import runs_page
+print(runs_page(sys.argv[1], config.load(Layout().params, "base", config.Base).experiment))
+' "http://127.0.0.1:$port")
+echo "MLflow UI, the experiment's training runs: $url"
 # The server's job runner (a pool of huey workers for GenAI features) is not needed to compare runs.
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}
 # Loopback only: the UI has no authentication and can change the registry's aliases.

@@ -1,8 +1,11 @@
 """promote: move the registry alias `champion` to the `challenger` that evaluate registered, if it passes the gate.
 
-The same for every modality. Runs after evaluate in dvc.yaml, or by hand: `python stages/promote.py`.
+The same for every track: `python stages/promote.py` (image, dvc.yaml) or `--track text` (text/dvc.yaml, which
+registered model `text.task` picks), run from the track's directory.
 Writes reports/promotion.json; any registry problem stops it before an alias changes (exit code 2).
 """
+
+import argparse
 
 from sslflow import config
 from sslflow.atomic import write_json
@@ -16,11 +19,13 @@ from sslflow.tracking.registry import CHALLENGER, CHAMPION, ModelRegistry
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--track", choices=("image", "text"), default="image")
+    args = ap.parse_args()
     layout = Layout()
-    base = config.load(layout.params, "base", config.Base)
     reg = config.load(layout.params, "registry", config.Registry)
     cfg = config.load(layout.params, "promote", config.Promote)
-    track = "image" if base.modality == "image" else config.load(layout.params, "text", Text).task
+    track = "image" if args.track == "image" else config.load(layout.params, "text", Text).task
     name = reg.model_name(track)
 
     registry = ModelRegistry(name)

@@ -37,10 +37,11 @@ def merge(tree: dict, overrides: dict) -> dict:
 
 
 def make_project(path: Path, overrides: dict | None = None, *, dvc: bool = False) -> Path:
-    """Copy stages, dvc.yaml and params.yaml into `path` with the tiny profile (plus `overrides`)."""
-    path.mkdir(parents=True, exist_ok=True)
+    """Copy stages, both tracks' dvc.yaml and params.yaml into `path` with the tiny profile (plus `overrides`)."""
+    (path / "text").mkdir(parents=True, exist_ok=True)
     shutil.copytree(REPO / "stages", path / "stages", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(REPO / "dvc.yaml", path / "dvc.yaml")
+    for pipeline in ("dvc.yaml", "text/dvc.yaml"):
+        shutil.copy(REPO / pipeline, path / pipeline)
     params = merge(merge(yaml.safe_load((REPO / "params.yaml").read_text()), TINY), overrides or {})
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     if dvc:  # dvc.yaml lists library files as deps: give the copy the same src/ tree
@@ -59,7 +60,7 @@ def run_stage(project: Path, stage: str, modality: str = "image", check: bool = 
     proc = subprocess.run(
         [sys.executable, str(project / "stages" / modality / f"{stage}.py")],
         cwd=project, env=env_for(project), capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"{stage} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc

@@ -43,11 +43,15 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 @contextmanager
-def local_server(command: Callable[[int], list[str]], *, cwd: Path | None, env: dict, log: Path, health: str) -> Iterator[str]:
+def local_server(
+    command: Callable[[int], list[str]], *, cwd: Path | None, env: dict, log: Path, health: str
+) -> Iterator[str]:
     """Start `command(port)`, wait until `health` answers, yield the base URL; the output goes to `log`."""
     port = free_port()
     with log.open("w") as out:
-        proc = subprocess.Popen(command(port), cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            command(port), cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
             wait_for(f"http://127.0.0.1:{port}{health}", proc, 180)
             yield f"http://127.0.0.1:{port}"

@@ -64,7 +64,7 @@ def train(directory: Path | None, *, every=3, keep=2, log=None, loss_at=None, ma
             log(s)
 
     kwargs = dict(model=model, step=step, loader=loader, optimizer=optimizer, scheduler=scheduler, epochs=EPOCHS,
-                  runtime=CPU, log=record, max_nonfinite=max_nonfinite)  # fmt: skip
+                  runtime=CPU, log=record, max_nonfinite=max_nonfinite)
     if directory is None:
         return model, fit(**kwargs), losses
     with Checkpoints(directory, every=every, keep=keep, fingerprint="fp") as checkpoints:
@@ -118,7 +118,7 @@ def test_the_newest_k_are_kept(tmp_path):
     train(tmp_path, every=3, keep=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "step-00000012.json", "step-00000012.pt", "step-00000015.json", "step-00000015.pt",
-    ]  # fmt: skip
+    ]
 
 
 def test_a_failed_marker_write_keeps_the_older_checkpoints(tmp_path, monkeypatch, capsys):
@@ -173,11 +173,15 @@ def test_a_pickle_payload_is_refused(tmp_path):
     torch.save({"model": Exploit()}, buffer)  # the zip form torch.load reads, with the exploit inside
     data = buffer.getvalue()
     (directory / "step-00000003.pt").write_bytes(data)
-    marker = {"step": 3, "size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "fingerprint": "fp", "run_id": None}
+    marker = {
+        "step": 3, "size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "fingerprint": "fp", "run_id": None
+    }
     (directory / "step-00000003.json").write_text(json.dumps(marker))
-    with pytest.raises(SslflowError, match="refusing to load .*step-00000003.pt: it holds pickled objects"):
-        with Checkpoints(directory, every=3, keep=2, fingerprint="fp"):
-            pass
+    with (
+        pytest.raises(SslflowError, match="refusing to load .*step-00000003.pt: it holds pickled objects"),
+        Checkpoints(directory, every=3, keep=2, fingerprint="fp"),
+    ):
+        pass
     assert not Exploit.sentinel.exists()
     assert not (directory / ".lock").exists()  # refused on entry: the lock is released
 
@@ -205,7 +209,8 @@ def test_disk_full_while_checkpointing_keeps_the_previous_one(tmp_path, monkeypa
     before = digest(tmp_path)
     with Checkpoints(tmp_path, every=3, keep=2, fingerprint="fp") as checkpoints:
         monkeypatch.setattr(Path, "write_bytes", half_then_enospc)
-        with pytest.raises(DiskFull, match=r"no space left .*step-00000009.pt; the previous checkpoint .*step-00000006.pt is intact"):
+        full = r"no space left .*step-00000009.pt; the previous checkpoint .*step-00000006.pt is intact"
+        with pytest.raises(DiskFull, match=full):
             checkpoints.save({"model": nn.Linear(2, 2)}, {"step": 9, "nonfinite": 0})
     monkeypatch.undo()
     assert digest(tmp_path) == before  # no temp file, no new file, the old ones untouched
@@ -225,7 +230,8 @@ def test_disk_full_while_saving_a_model_is_clear(tmp_path, monkeypatch):
 
 def test_non_finite_losses_stop_naming_the_step_and_keep_the_checkpoint(tmp_path):
     nan_from_7 = lambda call: float("nan") if call >= 7 else 1.0  # noqa: E731
-    with pytest.raises(NonFiniteLoss, match=r"train/loss was nan for 2 consecutive step\(s\), the last at step 8 .*step-00000006.pt"):
+    stopped = r"train/loss was nan for 2 consecutive step\(s\), the last at step 8 .*step-00000006.pt"
+    with pytest.raises(NonFiniteLoss, match=stopped):
         train(tmp_path, loss_at=nan_from_7, max_nonfinite=2)
     assert sorted(p.name for p in tmp_path.iterdir())[-1] == "step-00000006.pt"
     assert torch.isfinite(read_payload(tmp_path / "step-00000006.pt")["model"]["0.weight"]).all()
@@ -268,9 +274,9 @@ def test_a_second_holder_of_the_lock_is_refused(tmp_path):
     path = tmp_path / ".lock"
     with exclusive(path, "pretrain"):
         assert path.read_text().strip() == str(os.getpid())
-        with pytest.raises(SslflowError, match=f"pretrain is already running in this workspace \\(pid {os.getpid()} holds"):
-            with exclusive(path, "pretrain"):
-                pass
+        refused = f"pretrain is already running in this workspace \\(pid {os.getpid()} holds"
+        with pytest.raises(SslflowError, match=refused), exclusive(path, "pretrain"):
+            pass
     assert not path.exists()
 
 
@@ -279,9 +285,8 @@ def test_a_killed_holder_frees_the_lock_although_its_forked_child_lives_on(tmp_p
     path = tmp_path / ".lock"
     holder = subprocess.Popen([sys.executable, "-c", HOLD_AND_FORK, str(path)], stdout=subprocess.PIPE, text=True)
     child = int(holder.stdout.readline())
-    with pytest.raises(SslflowError, match=f"pid {holder.pid} holds"):
-        with exclusive(path, "pretrain"):
-            pass
+    with pytest.raises(SslflowError, match=f"pid {holder.pid} holds"), exclusive(path, "pretrain"):
+        pass
     holder.kill()
     holder.wait()
     try:
@@ -303,7 +308,8 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path, capsys):
 def test_params_paths(tmp_path):
     (tmp_path / "data" / "mine").mkdir(parents=True)
     assert param_dir("data/mine", "fetch.path", tmp_path) == (tmp_path / "data" / "mine").resolve()
-    assert param_dir(str(tmp_path / "data" / "mine"), "fetch.path", tmp_path / "elsewhere").is_dir()  # absolute: allowed
+    # An absolute path is allowed.
+    assert param_dir(str(tmp_path / "data" / "mine"), "fetch.path", tmp_path / "elsewhere").is_dir()
     with pytest.raises(SslflowError, match="fetch.path: '../outside' climbs out of the project"):
         param_dir("../outside", "fetch.path", tmp_path)
     with pytest.raises(SslflowError, match="fetch.path: directory not found"):
@@ -317,7 +323,11 @@ def test_paths_from_files_stay_inside_their_root(tmp_path):
     (root / "a" / "link.png").symlink_to(tmp_path / "secret")
     assert inside(root, "a/x.png", "manifest") == (root / "a" / "x.png").resolve()
     assert inside(root, root / "a" / "x.png", "imagefolder") == (root / "a" / "x.png").resolve()
-    for bad, why in [("../secret", "with '..'"), ("/etc/passwd", "absolute"), ("a/link.png", "through a symbolic link")]:
+    for bad, why in [
+        ("../secret", "with '..'"),
+        ("/etc/passwd", "absolute"),
+        ("a/link.png", "through a symbolic link"),
+    ]:
         with pytest.raises(SslflowError, match=why.replace("(", "\\(")):
             inside(root, bad, "manifest")
 

@@ -16,9 +16,11 @@ def _write(tmp_path, tree) -> Path:
 
 
 def test_repo_params_are_valid():
-    for section, model in [("base", config.Base), ("fetch", config.Fetch), ("preprocess", config.Preprocess),
-                           ("pretrain", config.Pretrain), ("finetune", config.Finetune), ("evaluate", config.Evaluate),
-                           ("registry", config.Registry), ("promote", config.Promote), ("sweep", config.Sweep)]:  # fmt: skip
+    for section, model in [
+        ("base", config.Base), ("fetch", config.Fetch), ("preprocess", config.Preprocess),
+        ("pretrain", config.Pretrain), ("finetune", config.Finetune), ("evaluate", config.Evaluate),
+        ("registry", config.Registry), ("promote", config.Promote), ("sweep", config.Sweep),
+    ]:
         config.load(REPO / "params.yaml", section, model)
 
 
@@ -42,7 +44,8 @@ def test_bad_params_name_the_key(tmp_path, tree, section, model, needle):
 
 
 def test_pairs_come_from_yaml_lists(tmp_path):
-    cfg = config.load(_write(tmp_path, {"pretrain": {"augment": {"crop_scale": [0.3, 1.0]}}}), "pretrain", config.Pretrain)
+    path = _write(tmp_path, {"pretrain": {"augment": {"crop_scale": [0.3, 1.0]}}})
+    cfg = config.load(path, "pretrain", config.Pretrain)
     assert cfg.augment.crop_scale == (0.3, 1.0)
 
 
@@ -54,5 +57,6 @@ def test_missing_params_file(tmp_path):
 def test_each_track_registers_under_its_own_name(tmp_path):
     names = config.load(REPO / "params.yaml", "registry", config.Registry).model_names
     assert len(set(names.values())) == len(names) == 3  # image, documents, NER: never one another's champion
-    mine = config.load(_write(tmp_path, {"registry": {"model_names": {"image": "digits"}}}), "registry", config.Registry)
+    path = _write(tmp_path, {"registry": {"model_names": {"image": "digits"}}})
+    mine = config.load(path, "registry", config.Registry)
     assert mine.model_name("image") == "digits" and mine.model_name("token-classification") == "sslflow-ner"

@@ -17,10 +17,10 @@ from torch.utils.data import DataLoader, SequentialSampler, TensorDataset
 from sslflow import distributed
 from sslflow.config import Base
 from sslflow.errors import SslflowError
-from sslflow.losses import ntxent
+from sslflow.image.losses import ntxent
+from sslflow.image.simclr import simclr_step
 from sslflow.runtime import resolve
 from sslflow.sampling import EpochSampler
-from sslflow.simclr import simclr_step
 from sslflow.train import fit
 
 WORLD = 2
@@ -43,12 +43,22 @@ def _fit(epochs: int, step_of=simclr_step, max_nonfinite: int = 1):
     torch.manual_seed(0)
     model = torch.nn.Linear(6, 4)
     data = _pairs()
-    loader = DataLoader(data, batch_size=distributed.per_rank(B, "batch_size"), sampler=distributed.shard(SequentialSampler(data)))
+    loader = DataLoader(
+        data, batch_size=distributed.per_rank(B, "batch_size"), sampler=distributed.shard(SequentialSampler(data))
+    )
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
     losses = []
-    fit(model=model, step=step_of(model, TAU), loader=loader, optimizer=optimizer,
-        scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0), epochs=epochs, runtime=CPU,
-        log=lambda m, s: losses.append(m["train/loss"]) if "train/loss" in m else None, max_nonfinite=max_nonfinite)  # fmt: skip
+    fit(
+        model=model,
+        step=step_of(model, TAU),
+        loader=loader,
+        optimizer=optimizer,
+        scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0),
+        epochs=epochs,
+        runtime=CPU,
+        log=lambda m, s: losses.append(m["train/loss"]) if "train/loss" in m else None,
+        max_nonfinite=max_nonfinite,
+    )
     return model, losses
 
 
@@ -64,7 +74,9 @@ def _nan_on_rank1_first(model, tau):
 
 
 def _worker(rank: int, port: int, expected: dict) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank)
+    )
     torch.set_num_threads(1)
     distributed.init(torch.device("cpu"))
     assert distributed.world_size() == WORLD and distributed.is_main() == (rank == 0)
@@ -114,8 +126,14 @@ def test_two_gloo_ranks_match_one_process():
     loss = ntxent(z0, z1, TAU)
     loss.backward()
     model, losses = _fit(epochs=3)
-    expected = {"loss": loss.item(), "grad0": z0.grad, "grad1": z1.grad, "losses": losses,
-                "weight_grad": model.weight.grad, "weight": model.weight.detach()}  # fmt: skip
+    expected = {
+        "loss": loss.item(),
+        "grad0": z0.grad,
+        "grad1": z1.grad,
+        "losses": losses,
+        "weight_grad": model.weight.grad,
+        "weight": model.weight.detach(),
+    }
     mp.spawn(_worker, args=(_free_port(), expected), nprocs=WORLD)
 
 
@@ -163,7 +181,8 @@ def test_nproc_per_node_relaunches_under_torchrun(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     with pytest.raises(SystemExit):
         distributed.init(torch.device("cpu"), nproc_per_node=2)
-    assert calls == [[sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "stages/image/pretrain.py"]]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    assert calls == [[*torchrun, "stages/image/pretrain.py"]]
     monkeypatch.setenv("WORLD_SIZE", "1")  # already under torchrun: its settings win
     distributed.init(torch.device("cpu"), nproc_per_node=2)
     assert len(calls) == 1
@@ -177,7 +196,7 @@ def test_global_batch_must_divide_over_ranks(monkeypatch):
 
 
 def _outputs(project) -> list[str]:
-    paths = [p for d in ("models", "reports", "checkpoints", "lineage") for p in (project / d).rglob("*") if p.is_file()]
+    paths = [p for d in ("models", "reports", "checkpoints") for p in (project / d).rglob("*") if p.is_file()]
     return sorted(str(p.relative_to(project)) for p in paths if not p.name.startswith("."))
 
 
@@ -186,8 +205,10 @@ def _runs(project, stage: str) -> list[tuple[str, str]]:
     with sqlite3.connect(project / "mlflow.db") as db:
         return db.execute(
             "SELECT r.run_uuid, t.value FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
-            "WHERE r.name = ? AND t.key = 'sslflow.world_size'", (stage,)
-        ).fetchall()  # fmt: skip
+            "JOIN tags s ON s.run_uuid = r.run_uuid "
+            "WHERE s.key = 'sslflow.stage' AND s.value = ? AND t.key = 'sslflow.world_size'",
+            (stage,),
+        ).fetchall()
 
 
 @pytest.mark.slow
@@ -197,12 +218,13 @@ def test_two_process_pretrain_and_finetune_write_the_single_process_layout(tmp_p
     run_stage(single, "fetch")
     run_stage(single, "preprocess")
     ddp = make_project(tmp_path / "ddp", {**overrides, "base": {"num_workers": 0, "nproc_per_node": 2}})
-    for done in ("data", "lineage", "reports"):  # what fetch and preprocess left
+    for done in ("data", "reports"):  # what fetch and preprocess left
         shutil.copytree(single / done, ddp / done)
     for stage in ("pretrain", "finetune"):
         run_stage(single, stage)
 
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "stages/image/pretrain.py"]
+    script = "stages/image/pretrain.py"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", script]
     proc = subprocess.run(torchrun, cwd=ddp, env=env_for(ddp), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 rank(s) x 32 images = global batch 64" in proc.stdout
@@ -227,7 +249,7 @@ def test_two_process_mlm_pretrain_and_text_finetune_write_the_single_process_lay
     for stage in ("fetch", "preprocess"):
         run_stage(single, stage, "text")
     ddp = make_project(tmp_path / "ddp", merge(overrides, {"base": {"nproc_per_node": 2}}))
-    for done in ("data", "lineage", "reports"):  # what fetch and preprocess left
+    for done in ("data", "reports"):  # what fetch and preprocess left
         shutil.copytree(single / done, ddp / done)
     for stage in ("pretrain", "finetune"):
         run_stage(single, stage, "text")

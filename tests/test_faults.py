@@ -29,7 +29,7 @@ FAULTS = {
 CKPT = Path("checkpoints") / "pretrain"
 NAN_FROM_STEP = """
 import runpy, sys
-import sslflow.simclr as simclr
+import sslflow.image.simclr as simclr
 real, calls = simclr.ntxent, [0]
 def ntxent(*args, **kwargs):
     calls[0] += 1
@@ -55,10 +55,11 @@ def project(prepared, tmp_path):
 
 
 def start_pretrain(project, env=None, script=None):
-    err = open(project / "pretrain.err", "w")
-    argv = [sys.executable, "-c", script, str(project / "stages" / "image" / "pretrain.py")] if script else [
-        sys.executable, str(project / "stages" / "image" / "pretrain.py")]  # fmt: skip
-    return subprocess.Popen(argv, cwd=project, env=env or env_for(project), stdout=subprocess.DEVNULL, stderr=err)
+    stage = str(project / "stages" / "image" / "pretrain.py")
+    argv = [sys.executable, "-c", script, stage] if script else [sys.executable, stage]
+    # The child gets its own copy of the file descriptor when it starts, so ours can be closed straight after.
+    with open(project / "pretrain.err", "w") as err:
+        return subprocess.Popen(argv, cwd=project, env=env or env_for(project), stdout=subprocess.DEVNULL, stderr=err)
 
 
 def wait_for(path, proc, timeout=300):
@@ -137,8 +138,10 @@ def test_nan_loss_stops_with_the_step_keeps_the_checkpoint_and_fails_the_run(pro
     proc = start_pretrain(project, script=NAN_FROM_STEP.format(step=4))
     assert proc.wait(timeout=300) == 2
     errors = [line for line in (project / "pretrain.err").read_text().splitlines() if line.startswith("error:")]
-    assert errors == ["error: pretrain/loss was nan for 2 consecutive step(s), the last at step 5 (epoch 3): training "
-                      "stopped; the last good checkpoint is checkpoints/pretrain/step-00000003.pt"]  # fmt: skip
+    assert errors == [
+        "error: pretrain/loss was nan for 2 consecutive step(s), the last at step 5 (epoch 3): training "
+        "stopped; the last good checkpoint is checkpoints/pretrain/step-00000003.pt"
+    ]
     assert sorted(p.name for p in (project / CKPT).iterdir()) == ["step-00000003.json", "step-00000003.pt"]
     marker = json.loads((project / CKPT / "step-00000003.json").read_text())
     (run,) = runs(project)
@@ -150,7 +153,11 @@ def closed_port_env(project):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed once the socket is: nothing listens there
     env = env_for(project)
-    env.update(MLFLOW_TRACKING_URI=f"http://127.0.0.1:{port}", MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="2")
+    env.update(
+        MLFLOW_TRACKING_URI=f"http://127.0.0.1:{port}",
+        MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
+        MLFLOW_HTTP_REQUEST_TIMEOUT="2",
+    )
     return env
 
 
@@ -158,7 +165,9 @@ def closed_port_env(project):
 def test_tracking_server_down_training_completes_locally_and_promotion_refuses(project):
     set_params(project, "pretrain", epochs=2)
     env = closed_port_env(project)
-    proc = subprocess.run([sys.executable, "stages/image/pretrain.py"], cwd=project, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "stages/image/pretrain.py"], cwd=project, env=env, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr
     warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning: MLflow tracking")]
     assert len(warnings) == 1 and "reports/pretrain_metrics.jsonl only" in warnings[0]
@@ -166,9 +175,11 @@ def test_tracking_server_down_training_completes_locally_and_promotion_refuses(p
     assert [r["step"] for r in records if "pretrain/loss" in r] == [1, 2, 3, 4]
     assert [r["step"] for r in records if "monitor/val_knn_acc" in r] == [2, 4]
     assert (project / "models" / "encoder" / "encoder.safetensors").is_file()
-    assert json.loads((project / "lineage" / "pretrain.json").read_text())["run_id"] == ""
+    assert json.loads((project / "reports" / "lineage" / "pretrain.json").read_text())["run_id"] == ""
 
-    promote = subprocess.run([sys.executable, "stages/promote.py"], cwd=project, env=env, capture_output=True, text=True, timeout=120)
+    promote = subprocess.run(
+        [sys.executable, "stages/promote.py"], cwd=project, env=env, capture_output=True, text=True, timeout=120
+    )
     assert promote.returncode == 2 and "error: model registry at http://127.0.0.1" in promote.stderr
 
 
@@ -177,7 +188,7 @@ def test_an_offline_run_refuses_to_log_a_model(project, monkeypatch):
         if key.startswith("MLFLOW_"):
             monkeypatch.setenv(key, value)
     monkeypatch.chdir(project)
-    with stage_run("evaluate", experiment="sslflow", params={}, upstream=None) as run:
+    with stage_run("evaluate", run_name="image/evaluate", experiment="sslflow", params={}, upstream=None) as run:
         assert run.run_id is None
         run.log({"x": 1.0}, 0)
         with pytest.raises(SslflowError, match="cannot log the ssl model: no MLflow run is open"):
@@ -190,7 +201,10 @@ def test_a_second_run_in_the_workspace_is_refused(project):
     with exclusive(project / CKPT / ".lock", "pretrain"):  # as a running pretrain holds it
         second = run_stage(project, "pretrain", check=False)
     assert second.returncode == 2
-    assert f"error: pretrain is already running in this workspace (pid {os.getpid()} holds checkpoints/pretrain/.lock)" in second.stderr
+    assert (
+        f"error: pretrain is already running in this workspace (pid {os.getpid()} holds checkpoints/pretrain/.lock)"
+        in second.stderr
+    )
 
 
 def test_a_fetch_path_outside_the_project_is_refused(project):
@@ -203,12 +217,16 @@ def test_a_fetch_path_outside_the_project_is_refused(project):
 
 
 def dvc(project, *args, **kwargs):
-    return subprocess.run(["dvc", *args], cwd=project, env=env_for(project), capture_output=True, text=True, timeout=600, **kwargs)
+    return subprocess.run(
+        ["dvc", *args], cwd=project, env=env_for(project), capture_output=True, text=True, timeout=600, **kwargs
+    )
 
 
 @pytest.mark.slow
 def test_a_failing_stage_keeps_upstream_in_dvc_lock_and_the_rerun_starts_there(tmp_path):
-    project = make_project(tmp_path / "project", {**FAULTS, "pretrain": {**FAULTS["pretrain"], "batch_size": 1}}, dvc=True)
+    project = make_project(
+        tmp_path / "project", {**FAULTS, "pretrain": {**FAULTS["pretrain"], "batch_size": 1}}, dvc=True
+    )
     assert dvc(project, "init", "--no-scm").returncode == 0
     failed = dvc(project, "repro", "pretrain")
     assert failed.returncode != 0 and "pretrain.batch_size" in failed.stderr + failed.stdout
@@ -218,7 +236,14 @@ def test_a_failing_stage_keeps_upstream_in_dvc_lock_and_the_rerun_starts_there(t
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["pretrain"]["batch_size"] = 64
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    repro = subprocess.Popen(["dvc", "repro", "pretrain"], cwd=project, env=env_for(project), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    repro = subprocess.Popen(
+        ["dvc", "repro", "pretrain"],
+        cwd=project,
+        env=env_for(project),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     wait_for(project / CKPT / ".lock", repro)
     concurrent = dvc(project, "repro", "pretrain")
     out, _ = repro.communicate(timeout=600)

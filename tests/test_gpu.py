@@ -7,11 +7,11 @@ import pytest
 import torch
 from conftest import make_project, run_stage
 
-from sslflow.batch_views import SimCLRView
 from sslflow.config import Augment, Base
 from sslflow.encoders import EncoderConfig, build_encoder
+from sslflow.image.batch_views import SimCLRView
+from sslflow.image.simclr import SimCLR, simclr_step
 from sslflow.runtime import resolve
-from sslflow.simclr import SimCLR, simclr_step
 from sslflow.train import to_device
 
 pytestmark = pytest.mark.gpu

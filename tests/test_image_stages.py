@@ -20,7 +20,8 @@ def test_outputs_of_every_stage(tiny_pipeline):
     assert json.loads((p / "models" / "encoder" / "encoder.json").read_text())["arch"] == "small_cnn"
     finetuned = {f.name for f in (p / "models" / "finetuned").iterdir()}
     assert {"ssl.safetensors", "scratch.safetensors", "classical.npz", "budget.json"} <= finetuned
-    assert {"ssl-supervised.safetensors", "scratch-supervised.safetensors"} <= finetuned  # the default method uses the pool
+    # The default method uses the pool, so the supervised fits are saved beside it.
+    assert {"ssl-supervised.safetensors", "scratch-supervised.safetensors"} <= finetuned
     assert json.loads((p / "models" / "finetuned" / "budget.json").read_text())["count"] == 30
     metrics = json.loads((p / "reports" / "metrics.json").read_text())
     models = {"ssl", "ssl-supervised", "scratch", "scratch-supervised", "classical"}
@@ -47,7 +48,8 @@ def test_runs_are_tracked_and_linked(tiny_pipeline):
     assert by_stage["preprocess"]["tags.sslflow.data_hash"] == by_stage["pretrain"]["tags.sslflow.data_hash"]
     assert by_stage["preprocess"]["params.preprocess.split_seed"] == "0"
     client = mlflow.MlflowClient()
-    assert {a.path for a in client.list_artifacts(by_stage["fetch"]["run_id"], "fetch")} == {"fetch/manifest.json", "fetch/classes.json"}
+    artifacts = {a.path for a in client.list_artifacts(by_stage["fetch"]["run_id"], "fetch")}
+    assert artifacts == {"fetch/manifest.json", "fetch/classes.json"}
     assert by_stage["evaluate"]["metrics.ssl/macro_f1"] >= 0
     assert by_stage["pretrain"]["params.pretrain.epochs"] == "1"
     # evaluate carries the settings that produced it, for the UI's compare view
@@ -154,7 +156,10 @@ def test_views_made_on_the_device_train_reproducibly(tiny_pipeline, tmp_path):
         ({"finetune": {"fixmatch": {"weight": -1.0}}}, "finetune.fixmatch.weight"),
         ({"finetune": {"method": "mixmatch"}}, "finetune.method"),
         ({"finetune": {"method": "distill", "distill": {"mu": 0}}}, "finetune.distill.mu"),
-        ({"finetune": {"method": "distill", "distill": {"teacher": "models/nope/ssl.safetensors"}}}, "finetune.distill.teacher"),
+        (
+            {"finetune": {"method": "distill", "distill": {"teacher": "models/nope/ssl.safetensors"}}},
+            "finetune.distill.teacher",
+        ),
     ],
 )
 def test_bad_finetune_params_fail_cleanly_and_keep_outputs(tiny_pipeline, tmp_path, overrides, needle):
@@ -197,7 +202,8 @@ def test_the_pool_labels_are_never_read(tiny_pipeline, tmp_path):
                 path = project / "data" / "prepared" / "val_labels.npy"
                 np.save(path, (np.load(path) + 1) % 10)
             run_stage(project, "finetune")
-            weights[method, scramble] = {k: v for k, v in _digest(project / "models" / "finetuned").items() if k.endswith(".safetensors")}
+            digests = _digest(project / "models" / "finetuned")
+            weights[method, scramble] = {k: v for k, v in digests.items() if k.endswith(".safetensors")}
     assert weights["fixmatch", False] == weights["fixmatch", True]
     assert weights["distill", False] == weights["distill", True]
     assert weights["fixmatch", False]["ssl.safetensors"] != weights["distill", False]["ssl.safetensors"]  # it can tell

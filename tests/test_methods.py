@@ -3,31 +3,33 @@ ends in an encoder that saves, reloads and fine-tunes the same way."""
 
 import json
 import math
-import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from conftest import REPO, env_for, make_project, run_stage
 from sklearn.datasets import load_digits
 from torch.utils.data import DataLoader
 
-from sslflow import config, methods, pictures
-from sslflow import label_efficiency as le
+from sslflow import config
 from sslflow.artifacts import load_encoder, save_encoder
 from sslflow.atomic import write_json
-from sslflow.autoencoder import ConvDecoder, reconstruction_mse
 from sslflow.config import Base, Optim
-from sslflow.datasets import Images
 from sslflow.encoders import EncoderConfig
 from sslflow.errors import SslflowError
 from sslflow.heads import Classifier
-from sslflow.mae import MAE
+from sslflow.image import label_efficiency as le
+from sslflow.image import methods, pictures
+from sslflow.image.autoencoder import ConvDecoder, reconstruction_mse
+from sslflow.image.datasets import Images
+from sslflow.image.mae import MAE
+from sslflow.image.vae import gaussian_kl, negative_elbo
 from sslflow.optim import build_optimizer, build_schedule
 from sslflow.runtime import resolve, seed_everything
 from sslflow.train import fit
-from sslflow.vae import gaussian_kl, negative_elbo
 
 CPU = resolve(Base(device="cpu", num_workers=0))
 METHODS = ["simclr", "autoencoder", "vae", "mae"]
@@ -36,7 +38,8 @@ TINY = {"encoder": {"width": 8, "feature_dim": 32}, "mae": {"patch_size": 2, "hi
 
 
 def tiny_cfg(method: str, **extra) -> config.Pretrain:
-    return config.Pretrain.model_validate({"method": method, **TINY, "augment": {"crop_scale": [0.7, 1.0], "erase_p": 0.0}, **extra})
+    augment = {"crop_scale": [0.7, 1.0], "erase_p": 0.0}
+    return config.Pretrain.model_validate({"method": method, **TINY, "augment": augment, **extra})
 
 
 @pytest.fixture(scope="module")
@@ -62,11 +65,13 @@ def test_kl_matches_the_closed_form_for_diagonal_gaussians():
     # KL(N(m, s^2) || N(0, 1)) = log(1/s) + (s^2 + m^2) / 2 - 1/2, summed over independent dimensions
     for b in range(4):
         closed = sum(
-            math.log(1 / math.exp(0.5 * lv)) + (math.exp(lv) + m**2) / 2 - 0.5 for m, lv in zip(mu[b].tolist(), logvar[b].tolist())
+            math.log(1 / math.exp(0.5 * lv)) + (math.exp(lv) + m**2) / 2 - 0.5
+            for m, lv in zip(mu[b].tolist(), logvar[b].tolist(), strict=True)
         )
         assert gaussian_kl(mu, logvar)[b].item() == pytest.approx(closed, rel=1e-5)
     sigma = torch.exp(0.5 * logvar)
-    reference = torch.distributions.kl_divergence(torch.distributions.Normal(mu, sigma), torch.distributions.Normal(0.0, 1.0)).sum(1)
+    normal = torch.distributions.Normal
+    reference = torch.distributions.kl_divergence(normal(mu, sigma), normal(0.0, 1.0)).sum(1)
     torch.testing.assert_close(gaussian_kl(mu, logvar), reference)
 
 
@@ -95,7 +100,9 @@ def test_negative_elbo_by_hand(beta):
 def _patches(x: torch.Tensor, p: int) -> torch.Tensor:
     """(B, C, H, W) -> (B, L, p*p*C), patches in row-major order, pixels (row, col, channel) inside each."""
     b, c, h, w = x.shape
-    rows = [x[:, :, i : i + p, j : j + p].permute(0, 2, 3, 1).reshape(b, -1) for i in range(0, h, p) for j in range(0, w, p)]
+    rows = [
+        x[:, :, i : i + p, j : j + p].permute(0, 2, 3, 1).reshape(b, -1) for i in range(0, h, p) for j in range(0, w, p)
+    ]
     return torch.stack(rows, dim=1)
 
 
@@ -138,8 +145,9 @@ def test_twenty_steps_lower_the_loss(method, digits):
     opt = build_optimizer([{"params": list(m.model.parameters())}], Optim(lr=3e-3))
     calls = []
     # the same batch of views 20 times: one epoch of one batch each
-    fit(model=m.model, step=step, loader=[batch], optimizer=opt, scheduler=build_schedule(opt, Optim(schedule="constant"), 20, 1),
-        epochs=20, runtime=CPU, log=lambda metrics, s: calls.append(metrics), prefix="pretrain")  # fmt: skip
+    scheduler = build_schedule(opt, Optim(schedule="constant"), 20, 1)
+    fit(model=m.model, step=step, loader=[batch], optimizer=opt, scheduler=scheduler, epochs=20, runtime=CPU,
+        log=lambda metrics, s: calls.append(metrics), prefix="pretrain")
     assert sum("pretrain/loss" in c for c in calls) == 20
     after = _loss_at(step, batch, 123)
     assert after < 0.9 * before, (before, after)
@@ -170,7 +178,7 @@ def test_mae_encoder_is_the_trained_vit_without_masking():
     with torch.no_grad():
         next(m.model.mae.vit.parameters()).add_(1.0)  # a change the copy must carry
     encoder = m.encoder()
-    for (name, a), b in zip(m.model.mae.vit.state_dict().items(), encoder.vit.state_dict().values()):
+    for (name, a), b in zip(m.model.mae.vit.state_dict().items(), encoder.vit.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     assert encoder.vit.config.mask_ratio == 0.0 and m.model.mae.config.mask_ratio == 0.75
     state = torch.get_rng_state()  # neither embedding nor copying draws random numbers
@@ -228,7 +236,9 @@ def test_linear_probe_separates_separable_embeddings():
 
 
 def _cell(variant, kind, budget, f1s, labeled=20):
-    draws = [{"label_seed": i, "labeled": labeled, "macro_f1": f, "accuracy": f, "wall_s": 1.0} for i, f in enumerate(f1s)]
+    draws = [
+        {"label_seed": i, "labeled": labeled, "macro_f1": f, "accuracy": f, "wall_s": 1.0} for i, f in enumerate(f1s)
+    ]
     return le.summarize(variant, kind, budget, 10, draws)
 
 
@@ -237,21 +247,27 @@ def test_table_gathers_cells_and_compares_the_best_pretrained_with_each_baseline
         _cell("vae", "ssl", 2, [0.5, 0.7]), _cell("vae-probe", "probe", 2, [0.8, 0.8]),
         _cell("vae-fixmatch", "semisupervised", 2, [0.6, 0.6]), _cell("scratch-fixmatch", "baseline", 2, [0.85, 0.85]),
         _cell("scratch", "baseline", 2, [0.2, 0.4]), _cell("classical", "baseline", 2, [0.9, 0.7]),
-        _cell("vae", "ssl", "all", [0.9, 0.9], labeled=1000), _cell("vae-probe", "probe", "all", [0.95, 0.95], labeled=1000),
+        _cell("vae", "ssl", "all", [0.9, 0.9], labeled=1000),
+        _cell("vae-probe", "probe", "all", [0.95, 0.95], labeled=1000),
         _cell("vae-fixmatch", "semisupervised", "all", [0.9, 0.9], labeled=1000),
         _cell("scratch-fixmatch", "baseline", "all", [0.9, 0.9], labeled=1000),
-        _cell("scratch", "baseline", "all", [0.9, 0.9], labeled=1000), _cell("classical", "baseline", "all", [0.96, 0.96], labeled=1000),
-    ]  # fmt: skip
+        _cell("scratch", "baseline", "all", [0.9, 0.9], labeled=1000),
+        _cell("classical", "baseline", "all", [0.96, 0.96], labeled=1000),
+    ]
     for c in cells:
         write_json(le.cell_path(tmp_path, c["budget"], c["variant"]), c)
     variants = ["vae", "vae-probe", "vae-fixmatch", "scratch", "classical", "scratch-fixmatch"]
     table = le.table(le.gather(tmp_path, [2, "all"], variants))
     assert table["budgets"] == ["2", "all"]
     vae = table["variants"]["vae"]["2"]
-    assert vae["macro_f1_mean"] == pytest.approx(0.6) and vae["macro_f1_std"] == pytest.approx(0.1) and vae["labels_per_class"] == 2
+    assert vae["macro_f1_mean"] == pytest.approx(0.6) and vae["macro_f1_std"] == pytest.approx(0.1)
+    assert vae["labels_per_class"] == 2
     assert table["variants"]["vae"]["all"]["labels_per_class"] == 100
     # scratch-fixmatch is a baseline: it never counts as the best pretrained variant
-    assert table["best"]["2"] == {"best_pretrained": "vae-probe", "macro_f1": 0.8, "minus_scratch": pytest.approx(0.5), "minus_classical": pytest.approx(0.0)}
+    assert table["best"]["2"] == {
+        "best_pretrained": "vae-probe", "macro_f1": 0.8, "minus_scratch": pytest.approx(0.5),
+        "minus_classical": pytest.approx(0.0),
+    }
     assert table["best"]["all"]["minus_classical"] == pytest.approx(-0.01)  # a loss is shown as a loss
     csvs = le.plot_csvs(table)
     assert set(csvs) == {"ssl.csv", "probe.csv", "fixmatch.csv", "baselines.csv"}
@@ -260,7 +276,9 @@ def test_table_gathers_cells_and_compares_the_best_pretrained_with_each_baseline
     assert csvs["baselines.csv"].splitlines()[0] == "labels_per_class,scratch,classical"
     assert "| vae-probe | 0.800 ± 0.000 | 0.950 ± 0.000 |" in le.markdown(table)
     curve = le.curves(table)["classical"]
-    assert curve == {"budget": ["2", "all"], "labels_per_class": [2.0, 100.0], "mean": [0.8, 0.96], "std": [pytest.approx(0.1), 0.0]}
+    assert curve == {
+        "budget": ["2", "all"], "labels_per_class": [2.0, 100.0], "mean": [0.8, 0.96], "std": [pytest.approx(0.1), 0.0]
+    }
     pictures.label_efficiency_curve(le.curves(table), set(le.BASELINES), tmp_path / "curve.png", "test")
     assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(SslflowError, match="sweep cell .* not found"):
@@ -314,28 +332,22 @@ def test_an_mae_encoder_goes_through_finetune_and_evaluate(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_sweep_runs_with_dvc_repro_and_stays_out_of_the_default_run(tmp_path):
-    sweep = {"methods": ["autoencoder", "mae"], "semisupervised": ["autoencoder"], "pool_methods": ["fixmatch", "distill"],
-             "budgets": [2, "all"], "draws": 2, "max_steps": 10}  # fmt: skip
-    project = make_project(tmp_path / "p", {"sweep": sweep, "pretrain": SMALL_MAE}, dvc=True)
-    shutil.copytree(REPO / "sweep", project / "sweep", ignore=shutil.ignore_patterns("dvc.lock", ".gitignore"))
-    _sh(project, "git", "init", "-q")
-    _sh(project, "dvc", "init", "-q")
-    default = _sh(project, "dvc", "repro")
-    assert "Running stage 'evaluate'" in default and "sweep/dvc.yaml" not in default
-    ran = _sh(project, "dvc", "repro", "sweep/dvc.yaml")
-    assert "Running stage 'sweep/dvc.yaml:pretrain@mae'" in ran and "Running stage 'sweep/dvc.yaml:label_efficiency'" in ran
-    assert "Running stage 'pretrain'" not in ran  # the default pipeline's own stages are not rerun
-    table = json.loads((project / "reports" / "label_efficiency.json").read_text())
+def test_the_sweep_runs_with_its_driver_and_stays_out_of_every_pipeline(tmp_path):
+    """The opt-in sweep (bench/label_efficiency.py) on the tiny profile: every variant at every budget and draw."""
+    sweep = {"methods": ["autoencoder", "mae"], "semisupervised": ["autoencoder"],
+             "pool_methods": ["fixmatch", "distill"], "budgets": [2, "all"], "draws": 2, "max_steps": 10}
+    project = make_project(tmp_path / "p", {"sweep": sweep, "pretrain": SMALL_MAE})
+    out = tmp_path / "label_efficiency"
+    driver = str(REPO / "bench" / "label_efficiency.py")
+    _sh(project, sys.executable, driver, "--continue", str(project), "--draws", "2", "--out", str(out))
+    table = json.loads(out.with_suffix(".json").read_text())
     assert table["budgets"] == ["2", "all"]
     expected = {
-        "autoencoder", "mae", "autoencoder-probe", "mae-probe", "autoencoder-fixmatch", "autoencoder-distill", "scratch",
-        "classical", "scratch-fixmatch", "scratch-distill",
-    }  # fmt: skip
+        "autoencoder", "mae", "autoencoder-probe", "mae-probe", "autoencoder-fixmatch", "autoencoder-distill",
+        "scratch", "classical", "scratch-fixmatch", "scratch-distill",
+    }
     assert set(table["variants"]) == expected
     assert all(len(table["variants"][v][b]["macro_f1_draws"]) == 2 for v in expected for b in ("2", "all"))
-    assert (project / "reports" / "label_efficiency.png").is_file()
-    assert "Running stage" not in _sh(project, "dvc", "repro", "sweep/dvc.yaml")
-    plots = json.loads(_sh(project, "dvc", "plots", "show", "--json"))
-    shown = plots["data"]
-    assert shown["label_efficiency"] and shown["reports/label_efficiency.png"]
+    assert out.with_suffix(".png").is_file() and out.with_suffix(".md").is_file()
+    for pipeline in ("dvc.yaml", "text/dvc.yaml"):  # no pipeline names the sweep's outputs
+        assert "sweep" not in yaml.safe_load((REPO / pipeline).read_text())["stages"]

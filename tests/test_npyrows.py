@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from sslflow.datasets import Images
 from sslflow.errors import SslflowError
-from sslflow.npyrows import NpyRows
+from sslflow.image.datasets import Images
+from sslflow.image.npyrows import NpyRows
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ GATE = {"min_delta": 0.01, "min_class_recall": 0.5}
 
 def candidate(version="2", macro_f1=0.80, min_class_recall=0.70, data_hash="aaa", baseline=0.0, chance=0.0):
     return Candidate(version, macro_f1, min_class_recall, data_hash, run_id=f"run{version}", git_commit="abc",
-                     best_baseline="classical", best_baseline_f1=baseline, chance_f1=chance, labeled=20)  # fmt: skip
+                     best_baseline="classical", best_baseline_f1=baseline, chance_f1=chance, labeled=20)
 
 
 CHAMPION = candidate("1", macro_f1=0.80)
@@ -103,7 +103,10 @@ def test_report_has_decision_reason_and_both_versions():
 def test_a_first_model_below_its_baseline_is_not_promoted():
     decision = decide(candidate(macro_f1=0.506, baseline=0.551, chance=0.5), None, **GATE)
     assert not decision.promote
-    assert "macro-F1 0.506 is not at least promote.min_delta 0.01 above the classical baseline 0.551 trained on the same 20 labels" in decision.reason
+    assert (
+        "macro-F1 0.506 is not at least promote.min_delta 0.01 above the classical baseline 0.551 "
+        "trained on the same 20 labels"
+    ) in decision.reason
     assert "above chance level 0.500" in decision.reason  # 0.506 < 0.5 + 0.01 too: both named
 
 
@@ -146,7 +149,7 @@ def test_a_model_no_better_than_chance_on_a_skewed_test_set_is_not_promoted():
 
 def test_evidence_tags_keep_the_best_baseline_and_round_trip():
     tags = evidence_tags(macro_f1=0.9, min_class_recall=0.5, data_hash="h", run_id="r", git_commit="c",
-                         baselines={"scratch": 0.7, "classical": 0.8}, chance_f1=0.1, labeled=20)  # fmt: skip
+                         baselines={"scratch": 0.7, "classical": 0.8}, chance_f1=0.1, labeled=20)
     back = Candidate.from_tags("3", tags)
     assert (back.best_baseline, back.best_baseline_f1, back.chance_f1, back.labeled) == ("classical", 0.8, 0.1, 20)
     out = report(decide(back, None, **GATE), back, None, **GATE)
@@ -156,7 +159,7 @@ def test_evidence_tags_keep_the_best_baseline_and_round_trip():
 def test_a_degenerate_model_is_refused_with_the_reason_read_back_from_its_tags():
     tags = evidence_tags(macro_f1=0.9, min_class_recall=0.9, data_hash="aaa", run_id="r", git_commit="c",
                          baselines={"classical": 0.1}, chance_f1=0.1, labeled=20,
-                         degenerate="it predicts one class for all 100 test items")  # fmt: skip
+                         degenerate="it predicts one class for all 100 test items")
     c = Candidate.from_tags("3", tags)
     decision = decide(c, None, **GATE)
     assert not decision.promote and "degenerate model: it predicts one class" in decision.reason

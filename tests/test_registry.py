@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from unittest.mock import patch
 
 import mlflow
 import pytest
@@ -43,9 +44,16 @@ def project(tmp_path, empty_store, monkeypatch):
 def register(project, macro_f1, min_class_recall=0.7, data_hash="hash-a", champion=False, baseline=0.5) -> str:
     """A new dummy version as evaluate registers one (alias challenger); optionally also the champion."""
     registry = ModelRegistry(NAME, f"sqlite:///{project / 'mlflow.db'}")
-    tags = evidence_tags(macro_f1=macro_f1, min_class_recall=min_class_recall, data_hash=data_hash,
-                         run_id=f"run-{macro_f1}", git_commit="abc", baselines={"scratch": baseline - 0.1, "classical": baseline},
-                         chance_f1=0.1, labeled=20)  # fmt: skip
+    tags = evidence_tags(
+        macro_f1=macro_f1,
+        min_class_recall=min_class_recall,
+        data_hash=data_hash,
+        run_id=f"run-{macro_f1}",
+        git_commit="abc",
+        chance_f1=0.1,
+        labeled=20,
+        baselines={"scratch": baseline - 0.1, "classical": baseline},
+    )
     version = registry.register_challenger(str(project / "model"), tags)
     if champion:
         client(project).set_registered_model_alias(NAME, CHAMPION, version)
@@ -62,13 +70,20 @@ def aliases(project) -> dict[str, str]:
 
 def promote(capsys) -> str:
     """Run the stage in this process, as `python stages/promote.py` would; returns its stdout."""
-    runpy.run_path(str(PROMOTE), run_name="__main__")
+    with patch.object(sys, "argv", [str(PROMOTE)]):  # its argument parser must not see pytest's
+        runpy.run_path(str(PROMOTE), run_name="__main__")
     return capsys.readouterr().out
 
 
 def promote_process(project, **env) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(PROMOTE)], cwd=project, capture_output=True, text=True,
-                          timeout=120, env={**os.environ, **env})  # fmt: skip
+    return subprocess.run(
+        [sys.executable, str(PROMOTE)],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env},
+    )
 
 
 def test_first_model_becomes_champion(project, capsys):
@@ -115,7 +130,8 @@ def test_a_first_model_below_its_baseline_does_not_become_champion(project, caps
     assert aliases(project) == {CHALLENGER: v1}
     result = json.loads((project / "reports" / "promotion.json").read_text())
     assert not result["promoted"] and result["champion"] is None
-    assert "macro-F1 0.506 is not at least promote.min_delta 0.01 above the classical baseline 0.551 trained on the same 20 labels" in result["reason"]
+    gate = "is not at least promote.min_delta 0.01 above the classical baseline 0.551 trained on the same 20 labels"
+    assert f"macro-F1 0.506 {gate}" in result["reason"]
     assert result["margins"]["over_best_baseline"] == pytest.approx(0.506 - 0.551)
     tags = client(project).get_model_version(NAME, v1).tags
     assert tags[REASON] == f"kept out: {result['reason']}" and tags["sslflow.best_baseline"] == "classical"
@@ -139,8 +155,9 @@ def test_unreachable_registry_fails_closed(project):
     v1 = register(project, 0.80, champion=True)
     v2 = register(project, 0.95)
     uri = f"http://127.0.0.1:{closed_port()}"
-    result = promote_process(project, MLFLOW_TRACKING_URI=uri, MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
-                             MLFLOW_HTTP_REQUEST_TIMEOUT="5")  # fmt: skip
+    result = promote_process(
+        project, MLFLOW_TRACKING_URI=uri, MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="5"
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: model registry at {uri}: cannot read")
     assert aliases(project) == {CHALLENGER: v2, CHAMPION: v1}
@@ -165,8 +182,8 @@ def test_no_challenger_is_an_error(project, capsys):
 
 def test_challenger_from_another_workspace_is_an_error(project, capsys):
     v1 = register(project, 0.80)
-    (project / "lineage").mkdir()
-    (project / "lineage" / "evaluate.json").write_text(json.dumps({"run_id": "someone-else"}))
+    (project / "reports" / "lineage").mkdir(parents=True)
+    (project / "reports" / "lineage" / "evaluate.json").write_text(json.dumps({"run_id": "someone-else"}))
     with pytest.raises(SystemExit):
         promote(capsys)
     assert "is not the model this workspace evaluated" in capsys.readouterr().err
@@ -174,6 +191,10 @@ def test_challenger_from_another_workspace_is_an_error(project, capsys):
 
 
 def test_credentials_stay_out_of_errors(project):
-    result = promote_process(project, MLFLOW_TRACKING_URI=f"http://user:secret@127.0.0.1:{closed_port()}",
-                             MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="5")  # fmt: skip
+    result = promote_process(
+        project,
+        MLFLOW_TRACKING_URI=f"http://user:secret@127.0.0.1:{closed_port()}",
+        MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
+        MLFLOW_HTTP_REQUEST_TIMEOUT="5",
+    )
     assert result.returncode == 2 and "secret" not in result.stderr.splitlines()[-1]

@@ -26,7 +26,7 @@ def test_interpolated_precision_is_monotone_and_exact_on_a_small_case():
     s = np.array([0.9, 0.8, 0.7, 0.4, 0.1])
     _, _, interp = _interpolated(y, s, np.linspace(0, 1, 5))
     assert interp.tolist() == pytest.approx([1.0, 1.0, 0.75, 0.75, 0.75])
-    assert all(a >= b for a, b in zip(interp, interp[1:]))
+    assert all(a >= b for a, b in zip(interp, interp[1:], strict=False))
 
 
 def test_write_all_outputs(tmp_path):
@@ -54,7 +54,12 @@ def test_degenerate_models_are_named_with_the_reason():
 
     one_class = np.tile([0.1, 0.8, 0.1], (6, 1))
     good = np.eye(3)[[0, 1, 2, 0, 1, 2]]
-    metrics = {"ssl": {"macro_f1": 0.17}, "scratch": {"macro_f1": 0.3}, "good": {"macro_f1": 1.0}, "classical": {"macro_f1": 0.1}}
+    metrics = {
+        "ssl": {"macro_f1": 0.17},
+        "scratch": {"macro_f1": 0.3},
+        "good": {"macro_f1": 1.0},
+        "classical": {"macro_f1": 0.1},
+    }
     found = degenerate(metrics, {"ssl": one_class, "scratch": good, "good": good, "classical": one_class}, chance=1 / 3)
     assert found == {
         "ssl": "it predicts one class for all 6 test items",
@@ -62,4 +67,5 @@ def test_degenerate_models_are_named_with_the_reason():
     }  # the classical baseline is not a fine-tuned model
     ner = {"ssl": {"entity_f1": 0.0}, "scratch": {"entity_f1": 0.2}}
     probas = {"ssl": [np.zeros((4, 5))], "scratch": [np.zeros((4, 5))]}  # per-sentence token scores
-    assert degenerate(ner, probas, chance=0.0, score="entity_f1") == {"ssl": "its test entity_f1 is 0: it finds no entity right"}
+    found = degenerate(ner, probas, chance=0.0, score="entity_f1")
+    assert found == {"ssl": "its test entity_f1 is 0: it finds no entity right"}

@@ -7,8 +7,8 @@ import torch
 
 from sslflow import distributed
 from sslflow.config import Base
-from sslflow.datasets import Images
 from sslflow.errors import SslflowError
+from sslflow.image.datasets import Images
 from sslflow.runtime import Runtime, pick_device, resolve
 from sslflow.sampling import resumable_loader
 from sslflow.train import to_device
@@ -33,7 +33,8 @@ def machine(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "cuda,mps,expected", [(1, True, torch.device("cuda", 0)), (0, True, torch.device("mps")), (0, False, torch.device("cpu"))]
+    "cuda,mps,expected",
+    [(1, True, torch.device("cuda", 0)), (0, True, torch.device("mps")), (0, False, torch.device("cpu"))],
 )
 def test_auto_is_cuda_then_mps_then_cpu(machine, cuda, mps, expected):
     machine(cuda=cuda, mps=mps)
@@ -65,7 +66,8 @@ def test_asking_for_a_missing_accelerator_is_a_user_error(machine, device):
 def test_cuda_runtime_is_bf16_pinned_and_channels_last(machine):
     machine(cuda=1)
     rt = resolve(Base())
-    assert (rt.device, rt.dtype, rt.pin_memory, rt.channels_last) == (torch.device("cuda", 0), torch.bfloat16, True, True)
+    expected = (torch.device("cuda", 0), torch.bfloat16, True, True)
+    assert (rt.device, rt.dtype, rt.pin_memory, rt.channels_last) == expected
     assert torch.backends.cudnn.benchmark and torch.backends.cuda.matmul.allow_tf32
     ctx = rt.autocast()
     assert isinstance(ctx, torch.autocast) and (ctx.device, ctx.fast_dtype) == ("cuda", torch.bfloat16)
@@ -95,7 +97,9 @@ def test_bf16_autocast_when_asked_for_on_cpu(machine):
 
 
 def _cuda_runtime(pin_memory: bool = True) -> Runtime:
-    return Runtime(torch.device("cuda", 0), torch.bfloat16, pin_memory, channels_last=True, compile=False, num_workers=0)
+    return Runtime(
+        torch.device("cuda", 0), torch.bfloat16, pin_memory, channels_last=True, compile=False, num_workers=0
+    )
 
 
 def test_batches_go_to_the_device_non_blocking_from_pinned_memory(monkeypatch):

@@ -8,11 +8,12 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from sslflow import batch_views, semisup
+from sslflow import semisup
 from sslflow.config import Finetune
 from sslflow.encoders import SmallCNN
-from sslflow.finetune import clone_init, fit_method, predict_proba, train_classifier
 from sslflow.heads import Classifier
+from sslflow.image import batch_views
+from sslflow.image.finetune import clone_init, fit_method, predict_proba, train_classifier
 from sslflow.runtime import Runtime
 
 
@@ -52,11 +53,11 @@ def test_distillation_loss_is_its_formula():
     torch.manual_seed(0)
     student, teacher_logits, tau = torch.randn(4, 5), torch.randn(4, 5), 2.0
     p_teacher = semisup.soft_targets(teacher_logits, tau)
-    expected = np.mean([
-        -sum(p_teacher[i, k].item() * math.log(math.exp(student[i, k].item() / tau) / sum(math.exp(v / tau) for v in student[i].tolist()))
-             for k in range(5))
-        for i in range(4)
-    ])  # fmt: skip
+
+    def p_student(i: int, k: int) -> float:
+        return math.exp(student[i, k].item() / tau) / sum(math.exp(v / tau) for v in student[i].tolist())
+
+    expected = np.mean([-sum(p_teacher[i, k].item() * math.log(p_student(i, k)) for k in range(5)) for i in range(4)])
     assert semisup.distillation_loss(student, p_teacher, tau).item() == pytest.approx(expected, rel=1e-5)
     # the student that equals the teacher is the minimum: the loss is the teacher's entropy
     entropy = -(p_teacher * p_teacher.log()).sum(1).mean()
@@ -106,22 +107,31 @@ def _blobs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def test_a_pool_method_learns_and_reports(method):
     x, y = _blobs(30, 0)
     pool, pool_y = _blobs(200, 1)
-    runtime = Runtime(torch.device("cpu"), torch.float32, pin_memory=False, channels_last=False, compile=False, num_workers=0)
+    runtime = Runtime(
+        torch.device("cpu"), torch.float32, pin_memory=False, channels_last=False, compile=False, num_workers=0
+    )
     cfg = Finetune.model_validate(
         {"method": method, "epochs": 20, "batch_size": 16, "pseudo_label_epochs": 3, "pseudo_label_threshold": 0.5,
          "fixmatch": {"steps": 20, "threshold": 0.5},
-         "distill": {"steps": 60}}  # fmt: skip
+         "distill": {"steps": 60}}
     )
     losses = []
-    log = lambda metrics, step: losses.extend(v for k, v in metrics.items() if k.endswith("/loss") and method in k)
+
+    def log(metrics, step):
+        losses.extend(v for k, v in metrics.items() if k.endswith("/loss") and method in k)
+
     gen = torch.Generator().manual_seed(0)
-    train = lambda model, images, labels, weights, epochs=cfg.epochs, prefix="": train_classifier(
-        model, images, labels, weights, augment_cfg=cfg.augment, optim=cfg.optim, encoder_lr_scale=1.0, epochs=epochs,
-        batch_size=16, runtime=runtime, log=log, generator=gen, prefix=prefix)  # fmt: skip
+
+    def train(model, images, labels, weights, epochs=cfg.epochs, prefix=""):
+        return train_classifier(
+            model, images, labels, weights, augment_cfg=cfg.augment, optim=cfg.optim, encoder_lr_scale=1.0,
+            epochs=epochs, batch_size=16, runtime=runtime, log=log, generator=gen, prefix=prefix,
+        )
+
     supervised, model, stats = fit_method(
         method, clone_init(_tiny_classifier()), (x, y), pool, cfg=cfg, train=train, teacher=None, batch_size=16,
         runtime=runtime, log=log, generator=gen, prefix="t",
-    )  # fmt: skip
+    )
     assert model is not supervised
     accuracy = (predict_proba(model, pool, runtime).argmax(1) == pool_y).mean()
     assert accuracy > 0.9  # the blobs are easy: the method kept what the labels taught

@@ -17,7 +17,7 @@ from conftest import env_for, merge
 from servers import local_server
 
 from sslflow.artifacts import load_classifier
-from sslflow.finetune import predict_proba
+from sslflow.image.finetune import predict_proba
 from sslflow.splits import data_hash
 from sslflow.tracking.pyfunc import CPU
 
@@ -35,8 +35,14 @@ def set_params(project: Path, changes: dict) -> None:
 
 def promote(project: Path) -> str:
     """The promote stage as dvc.yaml runs it; returns its stdout."""
-    proc = subprocess.run([sys.executable, "stages/promote.py"], cwd=project, env=env_for(project),
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "stages/promote.py"],
+        cwd=project,
+        env=env_for(project),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
 
@@ -80,7 +86,7 @@ def test_evaluate_registers_the_ssl_model_with_its_evidence(project):
     metrics = json.loads((project / "reports" / "metrics.json").read_text())["ssl"]
     per_class = json.loads((project / "reports" / "classification" / "ssl.json").read_text())
     classes = json.loads((project / "data" / "prepared" / "classes.json").read_text())
-    run_id = json.loads((project / "lineage" / "evaluate.json").read_text())["run_id"]
+    run_id = json.loads((project / "reports" / "lineage" / "evaluate.json").read_text())["run_id"]
     assert float(version.tags["sslflow.macro_f1"]) == metrics["macro_f1"]
     assert float(version.tags["sslflow.min_class_recall"]) == min(per_class[c]["recall"] for c in classes)
     assert version.tags["sslflow.data_hash"] == data_hash(project / "data" / "prepared")
@@ -110,8 +116,14 @@ print(json.dumps({{
 
 def test_champion_predicts_raw_images_in_a_fresh_process(project, images, expected, tmp_path):
     np.save(tmp_path / "images.npy", images)
-    result = subprocess.run([sys.executable, "-c", FRESH.format(name=NAME), str(tmp_path / "images.npy")],
-                            cwd=tmp_path, env=env_for(project), capture_output=True, text=True, timeout=300)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", FRESH.format(name=NAME), str(tmp_path / "images.npy")],
+        cwd=tmp_path,
+        env=env_for(project),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
     classes = json.loads((project / "data" / "prepared" / "classes.json").read_text())
@@ -131,8 +143,8 @@ def server(project, tmp_path_factory):
     """`mlflow models serve` of the champion, as the README runs it, on a free port of 127.0.0.1."""
 
     def command(port: int) -> list[str]:
-        return ["mlflow", "models", "serve", "-m", f"models:/{NAME}@champion", "--env-manager", "local",
-                "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
+        serve = ["mlflow", "models", "serve", "-m", f"models:/{NAME}@champion", "--env-manager", "local"]
+        return [*serve, "-h", "127.0.0.1", "-p", str(port)]
 
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     with local_server(command, cwd=project, env=env_for(project), log=log, health="/ping") as url:
@@ -140,8 +152,9 @@ def server(project, tmp_path_factory):
 
 
 def invoke(server: str, body: dict) -> tuple[int, dict]:
-    request = urllib.request.Request(f"{server}/invocations", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})  # fmt: skip
+    request = urllib.request.Request(
+        f"{server}/invocations", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             return response.status, json.load(response)

@@ -9,8 +9,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from sslflow.errors import SslflowError
-from sslflow.rawdata import read_raw, write_raw
-from sslflow.sources import (
+from sslflow.image.sources import (
     IDX_IMAGES_MAGIC,
     IDX_LABELS_MAGIC,
     fetch,
@@ -18,6 +17,7 @@ from sslflow.sources import (
     load_sklearn_digits,
     load_torchvision,
 )
+from sslflow.rawdata import read_raw, write_raw
 
 
 def write_idx(path, array, magic, gz=False):

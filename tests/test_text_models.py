@@ -73,8 +73,11 @@ def test_twenty_mlm_steps_lower_the_loss(tokenizer, config):
     loader = DataLoader(MaskedChunks(ids, masker(hf, 0.15)), batch_size=16, shuffle=True)
     optim = Optim(lr=3e-3, weight_decay=0.0, schedule="constant")
     optimizer = build_optimizer([{"params": list(model.parameters())}], optim)
-    fit(model=model, step=mlm_step(model), loader=loader, optimizer=optimizer, scheduler=build_schedule(optimizer, optim, 20, 20),
-        epochs=100, runtime=CPU, log=lambda m, s: None, max_steps=20, prefix="t")  # fmt: skip
+    fit(
+        model=model, step=mlm_step(model), loader=loader, optimizer=optimizer,
+        scheduler=build_schedule(optimizer, optim, 20, 20), epochs=100, runtime=CPU, log=lambda m, s: None,
+        max_steps=20, prefix="t",
+    )
     after = perplexity(model, ids, hf, probability=0.15, seed=0, batch_size=32, runtime=CPU)
     assert after < 0.5 * before
 
@@ -86,8 +89,8 @@ def test_heads_shapes_and_predictions(tokenizer, config):
     assert SequenceClassifier(build_bert(config), 4)(ids, mask).shape == (3, 4)
     assert TokenClassifier(build_bert(config), 5)(ids, mask).shape == (3, 16, 5)
 
-    docs = predict_documents(SequenceClassifier(build_bert(config), 4), tokenizer, ["the red fox " * 20, ""], max_length=16,
-                             stride=4, runtime=CPU)  # fmt: skip
+    classifier = SequenceClassifier(build_bert(config), 4)
+    docs = predict_documents(classifier, tokenizer, ["the red fox " * 20, ""], max_length=16, stride=4, runtime=CPU)
     assert docs.shape == (2, 4) and np.allclose(docs.sum(1), 1.0)
     tagger = TokenClassifier(build_bert(config), 3)
     words = predict_words(tagger, tokenizer, [["the", "fox"], ["day"] * 30, []], max_length=16, runtime=CPU)

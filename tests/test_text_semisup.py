@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from test_text_stages import STAGES, file_hashes, run_stage, tiny_documents, write_params
 
 from sslflow.config import Base, Optim
 from sslflow.runtime import resolve
@@ -17,7 +18,6 @@ from sslflow.text.finetune import fit_method
 from sslflow.text.models import SequenceClassifier, bert_config, build_bert
 from sslflow.text.tokenizer import train_wordpiece
 from sslflow.text.views import Specials, delete_tokens, mask_tokens, specials
-from test_text_stages import STAGES, file_hashes, run_stage, tiny_documents, write_params
 
 CPU = resolve(Base(device="cpu", precision="fp32"))
 SPECIALS = Specials(pad=0, mask=4, kept=(0, 2, 3))  # [PAD], [CLS], [SEP]: sslflow.text.tokenizer's numbers
@@ -60,7 +60,7 @@ def test_delete_tokens_keeps_the_frame_and_order_and_deletes_at_the_rate():
     ids = framed_ids()
     out = delete_tokens(ids, 0.2, SPECIALS.kept, SPECIALS.pad)
     assert out.shape == ids.shape and out.dtype == ids.dtype
-    for before, after in zip(ids.tolist(), out.tolist()):
+    for before, after in zip(ids.tolist(), out.tolist(), strict=True):
         real = [t for t in after if t != SPECIALS.pad]
         n = len(real)
         assert after[n:] == [SPECIALS.pad] * (len(after) - n)  # padding only at the end
@@ -94,18 +94,18 @@ def test_fixmatch_continues_from_a_copy_of_the_supervised_model_and_lowers_its_l
     rows, logged = [], {}
     model.register_forward_hook(lambda m, args, out: rows.append(len(args[0])))
     cfg = TextFinetune(method="fixmatch", steps=5, batch_size=4, optim=Optim(lr=3e-3, weight_decay=0.0),
-                       fixmatch=TextFixMatch(steps=30, mu=2, threshold=0.6))  # fmt: skip
+                       fixmatch=TextFixMatch(steps=30, mu=2, threshold=0.6))
     supervised, fixmatch, stats = fit_method(
         model, labeled, pool, cfg=cfg, specials=specials(tokenizer), loss=weighted_ce, batch_size=4,
         runtime=CPU, log=lambda metrics, step: logged.update({(k, step): v for k, v in metrics.items()}),
         generator=torch.Generator().manual_seed(0), prefix="ssl",
-    )  # fmt: skip
+    )
     assert supervised is model and fixmatch is not model and not supervised.training and not fixmatch.training
     assert rows[5:] == [4 + 2 * 8] * 30  # after 5 supervised steps: 4 labeled, 8 weak and 8 strong pool rows
     assert 0 <= stats["mask_rate"] <= 1 and logged[("ssl/fixmatch/mask_rate", 30)] == stats["mask_rate"]
     losses = [logged[("ssl/fixmatch/loss", s)] for s in range(1, 31)]
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5]), losses
-    moved = [not torch.equal(a, b) for a, b in zip(supervised.parameters(), fixmatch.parameters())]
+    moved = [not torch.equal(a, b) for a, b in zip(supervised.parameters(), fixmatch.parameters(), strict=True)]
     assert all(moved)  # the supervised model was copied, not trained further
 
 

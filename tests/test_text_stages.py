@@ -24,14 +24,18 @@ TOPICS = {
 }
 
 TINY = {
-    "base": {"modality": "text", "experiment": "text-tests"},
+    "base": {"experiment": "text-tests"},
     "text": {
         "preprocess": {"vocab_size": 150, "min_frequency": 1, "max_length": 24, "stride": 4},
-        "pretrain": {"epochs": 1, "max_steps": 4, "batch_size": 8,
-                     "model": {"hidden_size": 32, "layers": 1, "heads": 2, "intermediate_size": 64}},
+        "pretrain": {
+            "epochs": 1,
+            "max_steps": 4,
+            "batch_size": 8,
+            "model": {"hidden_size": 32, "layers": 1, "heads": 2, "intermediate_size": 64},
+        },
         "finetune": {"labels_per_class": 2, "steps": 4, "batch_size": 8},
     },
-}  # fmt: skip
+}
 
 
 def run_stage(stage: str, project: Path, monkeypatch) -> int:
@@ -65,7 +69,7 @@ def tiny_conll(path: Path, sentences: int = 40) -> None:
     rng = np.random.default_rng(0)
     people, places = ["John", "Mary", "Anna Smith"], ["Paris", "New York", "Oslo"]
     lines = []
-    for i in range(sentences):
+    for _ in range(sentences):
         who, where = rng.choice(people), rng.choice(places)
         words = (
             [(w, "I-PER") for w in who.split()]
@@ -134,7 +138,7 @@ def test_documents_pipeline_outputs(documents_project):
     mlflow.set_tracking_uri(f"sqlite:///{p / 'mlflow.db'}")
     runs = {row["tags.sslflow.stage"]: row for _, row in mlflow.search_runs(search_all_experiments=True).iterrows()}
     assert set(runs) == set(STAGES)
-    for stage, upstream in zip(STAGES[1:], STAGES):  # one lineage: fetch -> preprocess -> ... -> evaluate
+    for stage, upstream in zip(STAGES[1:], STAGES, strict=False):  # one lineage: fetch -> preprocess -> ... -> evaluate
         assert runs[stage]["tags.sslflow.upstream_run_id"] == runs[upstream]["run_id"]
     assert runs["fetch"]["params.fetch.source"] == "csv" and runs["fetch"]["metrics.count"] == 36
     assert runs["preprocess"]["tags.sslflow.data_hash"] == split["data_hash"]
@@ -218,12 +222,20 @@ BAD = {
     "empty text": ("fetch", "text,label\nfine,a\n\"  \",b\n", {}, ["docs.csv: row 2 (line 3): empty text"]),
     "missing label column": ("fetch", "text,topic\nx,a\n", {}, ["no column 'label' (text.fetch.label_column)"]),
     "non-UTF-8": ("fetch", "text,label\nna\xefve,a\n".encode("latin-1"), {}, ["docs.csv: not UTF-8 at line 2"]),
-    "conll columns": ("fetch", "John NNP I-PER\nruns VBZ O\n\nOslo I-LOC\n", {"task": "token-classification"}, ["line 4: expected 3 columns"]),
+    "conll columns": (
+        "fetch",
+        "John NNP I-PER\nruns VBZ O\n\nOslo I-LOC\n",
+        {"task": "token-classification"},
+        ["line 4: expected 3 columns"],
+    ),
     "unknown key": ("preprocess", None, {"preprocess": {"vocab": 10}}, ["text.preprocess.vocab"]),
-    "test label unseen in train": ("preprocess", "".join(f"w{i} I-PER\n\n" for i in range(30)) + "Oslo I-LOC\n",
-                                   {"task": "token-classification", "preprocess": {"split_seed": None}},
-                                   ["['LOC']", "test split but not in the training split"]),
-}  # fmt: skip
+    "test label unseen in train": (
+        "preprocess",
+        "".join(f"w{i} I-PER\n\n" for i in range(30)) + "Oslo I-LOC\n",
+        {"task": "token-classification", "preprocess": {"split_seed": None}},
+        ["['LOC']", "test split but not in the training split"],
+    ),
+}
 
 
 @pytest.mark.parametrize("case", BAD)
@@ -236,10 +248,12 @@ def test_bad_input_fails_cleanly_and_keeps_outputs(prepared_project, tmp_path, m
     if (
         text.get("preprocess", {}).get("split_seed", 0) is None
     ):  # a seed that puts the one LOC sentence (#30) in test
+        labels = np.zeros(31, dtype=np.int64)
         text["preprocess"]["split_seed"] = next(
-            seed for seed in range(100)
-            if 30 in split_indices(np.zeros(31, dtype=np.int64), ["s"], test_fraction=0.2, val_fraction=0.1, seed=seed).test
-        )  # fmt: skip
+            seed
+            for seed in range(100)
+            if 30 in split_indices(labels, ["s"], test_fraction=0.2, val_fraction=0.1, seed=seed).test
+        )
     source = (
         {"source": "csv", "path": "docs.csv"}
         if task == "text-classification"
@@ -265,12 +279,18 @@ def test_bad_input_fails_cleanly_and_keeps_outputs(prepared_project, tmp_path, m
 @pytest.mark.skipif(not WIKIGOLD.is_file(), reason="../shared/data/wikigold is absent")
 def test_wikigold_ner_runs(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    write_params(tmp_path, task="token-classification", fetch={"source": "conll", "path": str(WIKIGOLD)},
-                 preprocess={"vocab_size": 1000, "max_length": 64}, finetune={"labels_per_class": 20, "steps": 20})  # fmt: skip
+    write_params(
+        tmp_path,
+        task="token-classification",
+        fetch={"source": "conll", "path": str(WIKIGOLD)},
+        preprocess={"vocab_size": 1000, "max_length": 64},
+        finetune={"labels_per_class": 20, "steps": 20},
+    )
     assert {s: run_stage(s, tmp_path, monkeypatch) for s in STAGES} == dict.fromkeys(STAGES, 0)
     manifest = json.loads((tmp_path / "data/raw/manifest.json").read_text())
-    assert manifest["scheme"] == "iob1" and json.loads((tmp_path / "data/raw/classes.json").read_text()) == [
-        "O", "B-LOC", "I-LOC", "B-MISC", "I-MISC", "B-ORG", "I-ORG", "B-PER", "I-PER"]  # fmt: skip
+    classes = json.loads((tmp_path / "data/raw/classes.json").read_text())
+    assert manifest["scheme"] == "iob1"
+    assert classes == ["O", "B-LOC", "I-LOC", "B-MISC", "I-MISC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
     metrics = json.loads((tmp_path / "reports/metrics.json").read_text())
     assert metrics["classical"]["entity_f1"] > 0.1  # the per-word baseline learns something from 20 sentences
 
@@ -287,14 +307,14 @@ def test_dvc_repro_text_end_to_end(tmp_path):
         dvc=True,
     )
     tiny_documents(project / "docs.csv")
-    for args in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "repro"]):
+    for args in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "repro", "text/dvc.yaml"]):
         proc = subprocess.run(
             args, cwd=project, env=env_for(project), capture_output=True, text=True, timeout=900, check=False
         )
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     ran = [line.split("'")[1] for line in proc.stdout.splitlines() if line.startswith("Running stage")]
-    assert ran[:5] == list(STAGES)
-    metrics = json.loads((project / "reports/metrics.json").read_text())
+    assert ran[:5] == [f"text/dvc.yaml:{stage}" for stage in STAGES]
+    metrics = json.loads((project / "text/reports/metrics.json").read_text())
     assert {"ssl", "scratch", "classical", "lift"} <= set(metrics)
 
 
@@ -302,7 +322,14 @@ def test_dvc_repro_text_end_to_end(tmp_path):
 def test_a_warm_up_that_outlasts_text_finetuning_is_a_warning(documents_project, tmp_path, monkeypatch, capsys):
     project = tmp_path / "p"
     shutil.copytree(documents_project, project)
-    optim = {"name": "adamw", "lr": 0.001, "weight_decay": 0.01, "momentum": 0.9, "schedule": "cosine", "warmup_epochs": 5}
+    optim = {
+        "name": "adamw",
+        "lr": 0.001,
+        "weight_decay": 0.01,
+        "momentum": 0.9,
+        "schedule": "cosine",
+        "warmup_epochs": 5,
+    }
     write_params(project, fetch={"source": "csv", "path": "docs.csv"}, finetune={"optim": optim})
     capsys.readouterr()
     assert run_stage("finetune", project, monkeypatch) == 0

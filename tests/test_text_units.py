@@ -56,7 +56,7 @@ def test_wordpiece_training_is_the_same_in_every_process():
         subprocess.run([sys.executable, "-c", script, json.dumps(corpus)], env={**os.environ, "PYTHONHASHSEED": seed},
                        capture_output=True, text=True, check=True).stdout
         for seed in ("1", "2", "3")
-    }  # fmt: skip
+    }
     assert len(outputs) == 1
 
 
@@ -210,7 +210,7 @@ def test_conll_columns_and_line_numbers(tmp_path):
 def test_source_and_task_must_agree(tmp_path):
     with pytest.raises(SslflowError, match="'conll' cannot give data for text.task 'text-classification'"):
         fetch_text("conll", "text-classification", path="x", text_column="t", label_column="l", token_index=0,
-                   tag_index=-1, dataset=None, subset=None, split="train")  # fmt: skip
+                   tag_index=-1, dataset=None, subset=None, split="train")
 
 
 def test_hf_without_the_package(monkeypatch):
@@ -239,13 +239,23 @@ def test_hf_maps_class_label_ids_to_names(offline_hub):
 
     def save(name: str, columns: dict, features: dict) -> str:
         (offline_hub / name).mkdir()
-        datasets.Dataset.from_dict(columns, features=datasets.Features(features)).to_parquet(offline_hub / name / "train.parquet")
+        data = datasets.Dataset.from_dict(columns, features=datasets.Features(features))
+        data.to_parquet(offline_hub / name / "train.parquet")
         return str(offline_hub / name)
 
-    docs = save("docs", {"text": ["a match", "a war", "goal"], "label": [1, 0, 1]},
-                {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["World", "Sports"])})  # fmt: skip
-    ner = save("ner", {"tokens": [["Ann", "Lee", "ran"]], "ner_tags": [[1, 2, 0]]},
-               {"tokens": datasets.List(datasets.Value("string")), "ner_tags": datasets.List(datasets.ClassLabel(names=["O", "B-PER", "I-PER"]))})  # fmt: skip
+    docs = save(
+        "docs",
+        {"text": ["a match", "a war", "goal"], "label": [1, 0, 1]},
+        {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["World", "Sports"])},
+    )
+    ner = save(
+        "ner",
+        {"tokens": [["Ann", "Lee", "ran"]], "ner_tags": [[1, 2, 0]]},
+        {
+            "tokens": datasets.List(datasets.Value("string")),
+            "ner_tags": datasets.List(datasets.ClassLabel(names=["O", "B-PER", "I-PER"])),
+        },
+    )
     loaded = load_hf(docs, None, "train", "text", "label", "text-classification")
     assert loaded.classes == ["Sports", "World"] and [e["label"] for e in loaded.examples] == [0, 1, 0]
     sentences = load_hf(ner, None, "train", "tokens", "ner_tags", "token-classification")

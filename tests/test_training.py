@@ -6,18 +6,18 @@ import torch
 from sklearn.datasets import load_digits
 from torch.utils.data import DataLoader
 
-from sslflow import classical
 from sslflow.artifacts import load_classifier, load_encoder, save_classifier, save_encoder
 from sslflow.config import Augment, Base, Optim
-from sslflow.datasets import Images
 from sslflow.encoders import EncoderConfig, build_encoder
-from sslflow.finetune import predict_proba, train_classifier
 from sslflow.heads import Classifier
+from sslflow.image import classical
+from sslflow.image.datasets import Images
+from sslflow.image.finetune import predict_proba, train_classifier
+from sslflow.image.simclr import SimCLR, simclr_step
+from sslflow.image.views import TwoViews, augment
 from sslflow.optim import build_optimizer, build_schedule, schedule_warning
 from sslflow.runtime import resolve, seed_everything
-from sslflow.simclr import SimCLR, simclr_step
 from sslflow.train import fit
-from sslflow.views import TwoViews, augment
 
 CPU = resolve(Base(device="cpu", num_workers=0))
 
@@ -49,9 +49,11 @@ def test_twenty_simclr_steps_lower_the_loss(digits):
     optim = Optim(lr=3e-3)
     opt = build_optimizer([{"params": list(model.parameters())}], optim)
     calls = []
-    fit(model=model, step=simclr_step(model, 0.2), loader=loader, optimizer=opt,
+    fit(
+        model=model, step=simclr_step(model, 0.2), loader=loader, optimizer=opt,
         scheduler=build_schedule(opt, Optim(lr=3e-3, schedule="constant"), 20, 1), epochs=20, runtime=CPU,
-        log=lambda m, s: calls.append((m, s)), prefix="pretrain")  # fmt: skip
+        log=lambda m, s: calls.append((m, s)), prefix="pretrain",
+    )
     losses = _losses(calls)
     assert len(losses) == 20
     assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.2
@@ -62,13 +64,15 @@ def test_finetune_fits_the_labeled_set(digits):
     seed_everything(0)
     cfg = EncoderConfig("small_cnn", 1, 8, 32)
     model = Classifier(build_encoder(cfg), cfg.feature_dim, 10)
-    still = Augment(crop_scale=(1.0, 1.0), rotation=0, translate=0, shear=0, brightness=0, contrast=0, blur_p=0, erase_p=0)
+    still = Augment(
+        crop_scale=(1.0, 1.0), rotation=0, translate=0, shear=0, brightness=0, contrast=0, blur_p=0, erase_p=0
+    )
     calls = []
     model = train_classifier(
         model, images[:100], labels[:100], None, augment_cfg=still, optim=Optim(lr=1e-2), encoder_lr_scale=1.0,
-        epochs=30, batch_size=50, runtime=CPU, log=lambda m, s: calls.append(m), generator=torch.Generator().manual_seed(0),
-        prefix="ft",
-    )  # fmt: skip
+        epochs=30, batch_size=50, runtime=CPU, log=lambda m, s: calls.append(m),
+        generator=torch.Generator().manual_seed(0), prefix="ft",
+    )
     losses = [m["ft/loss"] for m in calls if "ft/loss" in m]
     assert losses[-1] < 0.5 * losses[0]
     proba = predict_proba(model, images[:100], CPU)
@@ -111,7 +115,7 @@ def test_cosine_schedule_warms_up_then_decays():
         opt.step()
         sched.step()
     assert lrs[0] == pytest.approx(0.5) and lrs[1] == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(lrs[1:], lrs[2:])) and lrs[-1] < 0.05
+    assert all(a >= b for a, b in zip(lrs[1:], lrs[2:], strict=False)) and lrs[-1] < 0.05
 
 
 def test_a_warm_up_as_long_as_training_is_named_and_the_defaults_are_not():
@@ -140,5 +144,6 @@ def test_classical_baseline_probabilities(digits, tmp_path):
 def test_classical_baseline_with_a_class_missing_from_the_budget(digits):
     images, labels = digits
     keep = labels < 9  # class 9 never labeled
-    proba = classical.predict_proba(classical.fit_logreg(images[keep][:200], labels[keep][:200], 10, 1.0, 0), images[:50])
+    model = classical.fit_logreg(images[keep][:200], labels[keep][:200], 10, 1.0, 0)
+    proba = classical.predict_proba(model, images[:50])
     assert proba.shape == (50, 10) and np.all(proba[:, 9] == 0)

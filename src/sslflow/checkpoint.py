@@ -163,25 +163,42 @@ class Checkpoints:
         set_rng_state(self._payload["rng"])
         progress = self._payload["progress"]
         self._payload = None
-        print(f"resuming from {self.latest.payload} (step {progress['step']}, epoch {progress['epoch'] + 1})", file=sys.stderr)
+        print(
+            f"resuming from {self.latest.payload} (step {progress['step']}, epoch {progress['epoch'] + 1})",
+            file=sys.stderr,
+        )
         return progress
 
     def save(self, objects: dict, progress: dict) -> Path:
         """Write a checkpoint of `objects`, the RNGs and `progress`: .pt, then its marker, then rotate."""
-        payload = {"format": FORMAT, "progress": progress, "rng": rng_state(), **{k: get_state(v) for k, v in objects.items()}}
+        payload = {
+            "format": FORMAT,
+            "progress": progress,
+            "rng": rng_state(),
+            **{k: get_state(v) for k, v in objects.items()},
+        }
         buffer = io.BytesIO()
         torch.save(payload, buffer)
         data = buffer.getvalue()
         stem = f"step-{progress['step']:08d}"
         path, marker = self.directory / f"{stem}.pt", self.directory / f"{stem}.json"
-        kept = f"the previous checkpoint {self.latest.payload} is intact" if self.latest else "there was no earlier checkpoint"
+        if self.latest:
+            kept = f"the previous checkpoint {self.latest.payload} is intact"
+        else:
+            kept = "there was no earlier checkpoint"
         marker.unlink(missing_ok=True)  # a marker must never describe another payload than the one beside it
         with disk_full_is_clear(path, kept):
             write_with(path, lambda tmp: tmp.write_bytes(data))
-            write_json(marker, {
-                "step": progress["step"], "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-                "fingerprint": self.fingerprint, "run_id": self.run_id,
-            })  # fmt: skip
+            write_json(
+                marker,
+                {
+                    "step": progress["step"],
+                    "size": len(data),
+                    "sha256": hashlib.sha256(data).hexdigest(),
+                    "fingerprint": self.fingerprint,
+                    "run_id": self.run_id,
+                },
+            )
         self.latest = Marker.read(marker)
         self._rotate()
         return path
@@ -196,7 +213,8 @@ class Checkpoints:
                 marker = Marker.read(path)
             except (ValueError, KeyError, TypeError, OSError):
                 marker = None
-            if marker and marker.fingerprint == self.fingerprint and marker.step <= self.latest.step and len(kept) < self.keep:
+            ours = marker and marker.fingerprint == self.fingerprint and marker.step <= self.latest.step
+            if ours and len(kept) < self.keep:
                 kept.append(marker.payload)
                 continue
             path.unlink(missing_ok=True)

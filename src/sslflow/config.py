@@ -22,7 +22,6 @@ class Section(BaseModel):
 
 
 class Base(Section):
-    modality: Literal["image", "text"] = "image"  # picks stages/<modality>/ in dvc.yaml
     seed: int = 0
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
@@ -129,7 +128,7 @@ class Pretrain(Section):
 
 
 class StrongAugment(Section):
-    """FixMatch's strong view (sslflow.batch_views): larger warps than the fine-tuning view, and cutout."""
+    """FixMatch's strong view (sslflow.image.batch_views): larger warps than the fine-tuning view, and cutout."""
 
     rotation: float = Field(30.0, ge=0)
     shear: float = Field(15.0, ge=0)
@@ -175,7 +174,9 @@ class Finetune(Section):
     batch_size: int = Field(64, gt=0)
     optim: Optim = Optim(lr=1e-2, weight_decay=1e-4)
     encoder_lr_scale: float = Field(0.1, ge=0)
-    augment: Augment = Augment(crop_scale=(0.8, 1.0), rotation=10.0, shear=5.0, brightness=0.2, contrast=0.2, blur_p=0.0, erase_p=0.0)
+    augment: Augment = Augment(
+        crop_scale=(0.8, 1.0), rotation=10.0, shear=5.0, brightness=0.2, contrast=0.2, blur_p=0.0, erase_p=0.0
+    )
     pseudo_label_rounds: int = Field(1, gt=0)  # self-training
     pseudo_label_epochs: int = Field(10, gt=0)
     pseudo_label_threshold: float = Field(0.9, gt=0, le=1)

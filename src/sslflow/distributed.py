@@ -154,7 +154,9 @@ def sync_batchnorm(device: torch.device) -> bool:
     return device.type == "cuda"
 
 
-def parallel(model: nn.Module, step: Callable[[object], torch.Tensor], device: torch.device) -> Callable[[object], torch.Tensor]:
+def parallel(
+    model: nn.Module, step: Callable[[object], torch.Tensor], device: torch.device
+) -> Callable[[object], torch.Tensor]:
     """`step` itself in one process; under torchrun, the step through DistributedDataParallel, which starts
     every rank from rank 0's parameters and averages the gradients over ranks in backward."""
     if world_size() == 1:

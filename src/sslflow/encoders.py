@@ -39,7 +39,7 @@ class SmallCNN(nn.Module):
             _block(w, 2 * w), _block(2 * w, 2 * w), nn.MaxPool2d(2),
             _block(2 * w, 4 * w), _block(4 * w, 4 * w),
             nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-        )  # fmt: skip
+        )
         self.fc = nn.Linear(4 * w, feature_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -61,7 +61,7 @@ def vit_mae_config(cfg: EncoderConfig, **overrides):
     return ViTMAEConfig(
         image_size=cfg.image_size, patch_size=cfg.patch_size, num_channels=cfg.in_channels, hidden_size=cfg.width,
         num_hidden_layers=cfg.depth, num_attention_heads=cfg.heads, intermediate_size=4 * cfg.width, **overrides,
-    )  # fmt: skip
+    )
 
 
 class ViTEncoder(nn.Module):

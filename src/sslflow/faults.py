@@ -50,7 +50,9 @@ def stop_on_signals() -> Iterator[StopRequest]:
         request.signum = signum
         signal.signal(signum, signal.SIG_DFL)
         name = signal.Signals(signum).name
-        print(f"\n{name}: saving a checkpoint at the next step boundary (send {name} again to stop now)", file=sys.stderr)
+        print(
+            f"\n{name}: saving a checkpoint at the next step boundary (send {name} again to stop now)", file=sys.stderr
+        )
 
     previous = {s: signal.signal(s, handle) for s in STOP_SIGNALS}
     try:

@@ -1,7 +1,19 @@
-"""The pipeline's file layout, relative to the project root; dvc.yaml names the same paths."""
+"""The pipeline's file layout; each track's dvc.yaml names the same paths.
+
+A stage writes under its working directory: the project root for the image track (dvc.yaml), `text/` for the
+text track (text/dvc.yaml). params.yaml is the project's one, found in that directory or the nearest above it.
+"""
 
 from dataclasses import dataclass
 from pathlib import Path
+
+PARAMS = "params.yaml"
+
+
+def project_dir(cwd: Path | None = None) -> Path:
+    """The nearest directory at or above `cwd` holding params.yaml (`cwd` itself if none does)."""
+    cwd = (cwd or Path.cwd()).resolve()
+    return next((d for d in (cwd, *cwd.parents) if (d / PARAMS).is_file()), cwd)
 
 
 @dataclass(frozen=True)
@@ -37,5 +49,15 @@ class Layout:
         return self.root / "reports"
 
     @property
+    def lineage(self) -> Path:
+        """Each stage's MLflow run and pipeline id, `<stage>.json`, for the stages downstream (DVC outputs)."""
+        return self.reports / "lineage"
+
+    @property
+    def project(self) -> Path:
+        """Where params.yaml is: relative paths in it (fetch.path, ...) are relative to this directory."""
+        return project_dir(self.root)
+
+    @property
     def params(self) -> Path:
-        return self.root / "params.yaml"
+        return self.project / PARAMS

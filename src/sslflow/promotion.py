@@ -79,7 +79,7 @@ def evidence_tags(
     *, macro_f1: float, min_class_recall: float, data_hash: str, run_id: str, git_commit: str,
     baselines: dict[str, float] | None = None, chance_f1: float | None = None, labeled: int | None = None,
     degenerate: str | None = None,
-) -> dict[str, str]:  # fmt: skip
+) -> dict[str, str]:
     """The tags `Candidate.from_tags` reads back; floats as repr, so they round-trip exactly. `baselines`:
     the macro-F1 of each baseline trained on the same labels in the same run; the best one is kept."""
     tags = {
@@ -140,7 +140,10 @@ def decide(challenger: Candidate, champion: Candidate | None, *, min_delta: floa
 def _floors(c: Candidate, min_delta: float) -> list[str]:
     """What every candidate must beat by `min_delta`: the best baseline on the same labels, and chance."""
     if c.best_baseline_f1 is None or c.chance_f1 is None:
-        return [f"version {c.version} has no baseline and chance-level evidence (registered before sslflow wrote it); rerun evaluate"]
+        return [
+            f"version {c.version} has no baseline and chance-level evidence (registered before sslflow wrote it); "
+            "rerun evaluate"
+        ]
     failed = [f"degenerate model: {c.degenerate}"] if c.degenerate else []
     labels = f"the same {c.labeled} labels" if c.labeled is not None else "the same labels"
     if c.macro_f1 < c.best_baseline_f1 + min_delta - _TOLERANCE:
@@ -149,16 +152,23 @@ def _floors(c: Candidate, min_delta: float) -> list[str]:
             f"baseline {c.best_baseline_f1:.3f} trained on {labels}"
         )
     if c.macro_f1 < c.chance_f1 + min_delta - _TOLERANCE:
-        failed.append(f"macro-F1 {c.macro_f1:.3f} is not at least promote.min_delta {min_delta} above chance level {c.chance_f1:.3f} on this test set")
+        failed.append(
+            f"macro-F1 {c.macro_f1:.3f} is not at least promote.min_delta {min_delta} above chance level "
+            f"{c.chance_f1:.3f} on this test set"
+        )
     return failed
 
 
 def _margins(c: Candidate) -> str:
-    return (f"macro-F1 {c.macro_f1:.3f}: {c.macro_f1 - c.best_baseline_f1:+.3f} over the {c.best_baseline} baseline, "
-            f"{c.macro_f1 - c.chance_f1:+.3f} over chance")  # fmt: skip
+    return (
+        f"macro-F1 {c.macro_f1:.3f}: {c.macro_f1 - c.best_baseline_f1:+.3f} over the {c.best_baseline} baseline, "
+        f"{c.macro_f1 - c.chance_f1:+.3f} over chance"
+    )
 
 
-def report(decision: Decision, challenger: Candidate, champion: Candidate | None, *, min_delta: float, min_class_recall: float) -> dict:
+def report(
+    decision: Decision, challenger: Candidate, champion: Candidate | None, *, min_delta: float, min_class_recall: float
+) -> dict:
     """The content of reports/promotion.json."""
     return {
         "promoted": decision.promote,
@@ -166,7 +176,9 @@ def report(decision: Decision, challenger: Candidate, champion: Candidate | None
         "challenger": asdict(challenger),
         "champion": asdict(champion) if champion else None,
         "margins": {  # the challenger's macro-F1 minus each bar it had to clear
-            "over_best_baseline": None if challenger.best_baseline_f1 is None else challenger.macro_f1 - challenger.best_baseline_f1,
+            "over_best_baseline": (
+                None if challenger.best_baseline_f1 is None else challenger.macro_f1 - challenger.best_baseline_f1
+            ),
             "over_chance": None if challenger.chance_f1 is None else challenger.macro_f1 - challenger.chance_f1,
             "over_champion": None if champion is None else challenger.macro_f1 - champion.macro_f1,
         },

@@ -93,7 +93,7 @@ def write_raw(
         **{k: manifest[k] for k in MANIFEST_GIVEN},
         **{k: manifest[k] for k in MANIFEST_OPTIONAL if k in manifest},
         "count": len(labels),
-        "class_counts": {c: int(n) for c, n in zip(classes, counts)},
+        "class_counts": {c: int(n) for c, n in zip(classes, counts, strict=True)},
         "shape": list(images.shape[1:]),
         "test_count": None if test_mask is None else int(test_mask.sum()),
         "sha256": hashlib.sha256(image_bytes + label_bytes).hexdigest(),

@@ -9,19 +9,21 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from sklearn.metrics import classification_report, confusion_matrix, precision_recall_curve  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from sklearn.metrics import classification_report, confusion_matrix, precision_recall_curve
 
-from sslflow.atomic import write_json, write_text, write_with  # noqa: E402
+from sslflow.atomic import write_json, write_text, write_with
 
 
 def per_class(y_true: np.ndarray, proba: np.ndarray, classes: list[str]) -> dict:
     """sklearn's classification_report as a dict, plus the macro-F1 and the weakest class's recall."""
     y_pred = proba.argmax(1)
     labels = list(range(len(classes)))
-    report = classification_report(y_true, y_pred, labels=labels, target_names=classes, output_dict=True, zero_division=0)
+    report = classification_report(
+        y_true, y_pred, labels=labels, target_names=classes, output_dict=True, zero_division=0
+    )
     report["summary"] = {
         "macro_f1": report["macro avg"]["f1-score"],
         "accuracy": float((y_pred == y_true).mean()),
@@ -36,7 +38,9 @@ def markdown(reports: dict[str, dict], classes: list[str]) -> str:
         lines += [f"## {model}", "", "| class | precision | recall | f1 | support |", "|---|---|---|---|---|"]
         for c in [*classes, "macro avg", "weighted avg"]:
             r = rep[c]
-            lines.append(f"| {c} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1-score']:.3f} | {int(r['support'])} |")
+            lines.append(
+                f"| {c} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1-score']:.3f} | {int(r['support'])} |"
+            )
         lines += ["", f"accuracy {rep['summary']['accuracy']:.3f}, macro-F1 {rep['summary']['macro_f1']:.3f}", ""]
     return "\n".join(lines)
 
@@ -52,7 +56,7 @@ def write_confusion(y_true: np.ndarray, proba: np.ndarray, classes: list[str], c
     for (i, j), n in np.ndenumerate(cm):
         ax.text(j, i, n, ha="center", va="center", fontsize=7, color="white" if n > cm.max() / 2 else "black")
     ax.set(xticks=range(len(classes)), yticks=range(len(classes)), xticklabels=classes, yticklabels=classes,
-           xlabel="predicted", ylabel="actual", title=png_path.stem)  # fmt: skip
+           xlabel="predicted", ylabel="actual", title=png_path.stem)
     _save(fig, png_path)
 
 
@@ -64,7 +68,9 @@ def _interpolated(y: np.ndarray, score: np.ndarray, grid: np.ndarray) -> tuple[n
     return precision, recall, best[::-1][at]
 
 
-def write_pr_curves(y_true: np.ndarray, proba: np.ndarray, classes: list[str], points: int, csv_path: Path, png_path: Path) -> None:
+def write_pr_curves(
+    y_true: np.ndarray, proba: np.ndarray, classes: list[str], points: int, csv_path: Path, png_path: Path
+) -> None:
     """A PNG of one-vs-rest PR curves per class; a CSV of the micro-averaged curve at `points` recall levels,
     which DVC draws as one line per model."""
     grid = np.linspace(0, 1, points)
@@ -118,7 +124,9 @@ def report_degenerate(found: dict[str, str], reports_dir: Path, tracker) -> None
     object when every model is fine) and a `sslflow.degenerate.<model>` tag on the evaluate run."""
     write_json(reports_dir / "degenerate.json", found)
     for name, why in found.items():
-        print(f"warning: the {name} model is degenerate: {why}; see {reports_dir / 'classification.md'}", file=sys.stderr)
+        print(
+            f"warning: the {name} model is degenerate: {why}; see {reports_dir / 'classification.md'}", file=sys.stderr
+        )
     tracker.set_tags({f"sslflow.degenerate.{name}": why for name, why in found.items()})
 
 
@@ -146,15 +154,17 @@ def lifts(score: dict[str, float]) -> dict[str, float]:
     return out
 
 
-def write_all(y_true: np.ndarray, probas: dict[str, np.ndarray], classes: list[str], reports_dir: Path, pr_points: int) -> dict:
+def write_all(
+    y_true: np.ndarray, probas: dict[str, np.ndarray], classes: list[str], reports_dir: Path, pr_points: int
+) -> dict:
     """All evaluate outputs under `reports_dir`; returns the metrics written to metrics.json."""
     reports = {name: per_class(y_true, p, classes) for name, p in probas.items()}
     for name, rep in reports.items():
         write_json(reports_dir / "classification" / f"{name}.json", rep)
         write_confusion(y_true, probas[name], classes, reports_dir / "plots" / "confusion" / f"{name}.csv",
-                        reports_dir / "figures" / f"confusion_{name}.png")  # fmt: skip
+                        reports_dir / "figures" / f"confusion_{name}.png")
         write_pr_curves(y_true, probas[name], classes, pr_points, reports_dir / "plots" / "pr" / f"{name}.csv",
-                        reports_dir / "figures" / f"pr_{name}.png")  # fmt: skip
+                        reports_dir / "figures" / f"pr_{name}.png")
     write_text(reports_dir / "classification.md", markdown(reports, classes))
     metrics = {name: rep["summary"] for name, rep in reports.items()}
     if {"ssl", "scratch", "classical"} <= metrics.keys():

@@ -39,7 +39,7 @@ class EpochSampler(Sampler[tuple[int, int]]):
         order = torch.randperm(self.n, generator=g)
         seeds = torch.randint(0, 2**62, (self.n,), generator=g)
         # Pair by pair: two Python lists of the epoch would cost ~150 bytes per item, growing with the data.
-        for index, item_seed in zip(order[self.start :].numpy(), seeds[self.start :].numpy()):
+        for index, item_seed in zip(order[self.start :].numpy(), seeds[self.start :].numpy(), strict=True):
             yield int(index), int(item_seed)
 
 
@@ -65,7 +65,9 @@ def _ignore_sigint(worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def resumable_loader(dataset: Dataset, *, batch_size: int, seed: int, runtime: Runtime, drop_last: bool = True) -> DataLoader:
+def resumable_loader(
+    dataset: Dataset, *, batch_size: int, seed: int, runtime: Runtime, drop_last: bool = True
+) -> DataLoader:
     """A shuffling loader that `train.fit` can start at any (epoch, batch); under torchrun, over this rank's
     shard of each epoch's order, with `batch_size` per rank."""
     return DataLoader(
@@ -74,4 +76,4 @@ def resumable_loader(dataset: Dataset, *, batch_size: int, seed: int, runtime: R
         worker_init_fn=_ignore_sigint,
         # Worker base seeds are drawn from this generator rather than torch's global RNG, which stays untouched.
         generator=torch.Generator().manual_seed(seed),
-    )  # fmt: skip
+    )

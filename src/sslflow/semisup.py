@@ -18,7 +18,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 
-def fixmatch_loss(logits_weak: torch.Tensor, logits_strong: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+def fixmatch_loss(
+    logits_weak: torch.Tensor, logits_strong: torch.Tensor, threshold: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The unlabeled term of FixMatch, and the mask of pool images that passed the threshold.
 
     logits_weak, logits_strong: (U, K), row i of both is the same pool image. The pseudo-label is the weak
@@ -84,7 +86,9 @@ class MaskRate:
         return self.total / max(self.n, 1)
 
 
-def fixmatch_step(model: nn.Module, weak: nn.Module, strong: nn.Module, threshold: float, weight: float, rate: MaskRate):
+def fixmatch_step(
+    model: nn.Module, weak: nn.Module, strong: nn.Module, threshold: float, weight: float, rate: MaskRate
+):
     """batch: ((x (B, C, H, W), y (B,), w (B,)), u (U, C, H, W)), normalized images; the views are made here,
     on the device: weak(x), and weak(u) and strong(u), so row i of both is pool image i."""
 

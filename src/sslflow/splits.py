@@ -55,7 +55,7 @@ def split_indices(
     all_idx = np.arange(len(labels))
     if test_mask is None:
         counts = np.bincount(labels, minlength=len(classes))
-        for name, n in zip(classes, counts):
+        for name, n in zip(classes, counts, strict=True):
             if n < 3:
                 raise SslflowError(
                     f"class '{name}' has only {n} examples; "
@@ -65,7 +65,7 @@ def split_indices(
     else:
         rest, test = all_idx[~test_mask], all_idx[test_mask]
         counts = np.bincount(labels[rest], minlength=len(classes))
-        for name, n in zip(classes, counts):
+        for name, n in zip(classes, counts, strict=True):
             if n < 2:
                 raise SslflowError(
                     f"class '{name}' has only {n} examples outside the official test split; "
@@ -76,7 +76,7 @@ def split_indices(
     splits = Splits(train=train, val=val, test=test)
     for split in SPLITS:
         present = np.bincount(labels[getattr(splits, split)], minlength=len(classes))
-        for name, n in zip(classes, present):
+        for name, n in zip(classes, present, strict=True):
             if n == 0:
                 raise SslflowError(
                     f"class '{name}' has no examples in the {split} split; "
@@ -86,7 +86,7 @@ def split_indices(
 
 
 def _class_counts(labels: np.ndarray, classes: Sequence[str]) -> dict[str, int]:
-    return dict(zip(classes, np.bincount(labels, minlength=len(classes)).tolist()))
+    return dict(zip(classes, np.bincount(labels, minlength=len(classes)).tolist(), strict=True))
 
 
 def write_prepared(

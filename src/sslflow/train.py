@@ -84,7 +84,9 @@ def fit(
     # One bar for the whole fit (on a terminal, rank 0); each epoch's numbers go to `log`, and to the console
     # with SSLFLOW_VERBOSE=1.
     total = min(epochs * len(loader), last_step)
-    bar = tqdm(total=total, initial=p.step, desc=prefix, leave=False, dynamic_ncols=True, disable=None if main else True)
+    bar = tqdm(
+        total=total, initial=p.step, desc=prefix, leave=False, dynamic_ncols=True, disable=None if main else True
+    )
     with guard as stop, bar:
         while p.epoch < epochs and p.step < last_step:
             model.train()
@@ -132,9 +134,11 @@ def fit(
                 summary.update(on_epoch_end(p.epoch))
             log(summary, p.step)
             if main and os.environ.get("SSLFLOW_VERBOSE", "0") not in ("", "0"):
-                tqdm.write(f"{prefix} epoch {p.epoch + 1}/{epochs} " + " ".join(f"{k.split('/')[-1]}={v:.4g}" for k, v in summary.items()))
+                numbers = " ".join(f"{k.split('/')[-1]}={v:.4g}" for k, v in summary.items())
+                tqdm.write(f"{prefix} epoch {p.epoch + 1}/{epochs} {numbers}")
             p = Progress(epoch=p.epoch + 1, step=p.step, nonfinite=p.nonfinite, summary=summary)
-            _boundary(checkpoints, objects, p, stop)  # a checkpoint at the end of an epoch resumes at the start of the next
+            # A checkpoint at the end of an epoch resumes at the start of the next.
+            _boundary(checkpoints, objects, p, stop)
     return p.summary
 
 

@@ -4,18 +4,18 @@ import json
 
 import numpy as np
 
-from sslflow import classical, config, pictures
+from sslflow import config, stage
 from sslflow.artifacts import load_classifier, load_encoder
 from sslflow.cli import run
-from sslflow.embed import apply
-from sslflow.finetune import predict_proba
+from sslflow.image import classical, pictures
+from sslflow.image.embed import apply
+from sslflow.image.finetune import predict_proba
 from sslflow.paths import Layout
-from sslflow.promotion import evidence_tags
-from sslflow.report import baseline_scores, chance_macro_f1, degenerate, report_degenerate, write_all
+from sslflow.report import chance_macro_f1, write_all
 from sslflow.runtime import resolve
 from sslflow.splits import data_hash
-from sslflow.tracking import git_commit, log_image_classifier, stage_run
-from sslflow.tracking.registry import CHALLENGER, ModelRegistry
+from sslflow.tracking import log_image_classifier, stage_run
+from sslflow.tracking.registry import CHALLENGER
 
 
 def main() -> None:
@@ -35,27 +35,23 @@ def main() -> None:
 
     test_hash = data_hash(layout.prepared)
     tags = {"sslflow.data_hash": test_hash}
-    with stage_run("evaluate", experiment=base.experiment, params=cfg.model_dump(), upstream="finetune", tags=tags) as tracker:
+    with stage_run(
+        "evaluate", run_name="image/evaluate", experiment=base.experiment, params=cfg.model_dump(), upstream="finetune",
+        tags=tags, data=(layout.prepared, test_hash, "test"),
+    ) as tracker:
         metrics = write_all(test_y, probas, classes, layout.reports, cfg.pr_points)
         encoder, _ = load_encoder(layout.encoder)  # what pretraining alone learned, before any label
         shown = pictures.stratified_sample(test_y, cfg.embedding_sample, base.seed)
         points = pictures.tsne(apply(encoder, test_x[shown], runtime), base.seed)
         title = f"test embeddings of the pretrained encoder (t-SNE, {len(shown)} of {len(test_y)} images)"
         pictures.embedding_map(points, test_y[shown], classes, layout.reports / "figures" / "embedding_tsne.png", title)
-        tracker.log({f"{group}/{k}": v for group, m in metrics.items() for k, v in m.items()}, 0)
-        useless = degenerate(metrics, probas, chance_macro_f1(len(classes)))
-        report_degenerate(useless, layout.reports, tracker)
-        for sub in ("classification", "plots", "figures"):
-            tracker.log_artifact(layout.reports / sub, sub)
-        tracker.log_artifact(layout.reports / "classification.md")
-        model_uri = log_image_classifier(layout.finetuned, "ssl", layout.prepared / "classes.json", test_x[:2])
-        evidence = evidence_tags(
-            macro_f1=metrics["ssl"]["macro_f1"], min_class_recall=metrics["ssl"]["min_class_recall"],
-            data_hash=test_hash, run_id=tracker.run_id, git_commit=git_commit(),
-            baselines=baseline_scores({n: metrics[n]["macro_f1"] for n in probas}),
-            chance_f1=chance_macro_f1(len(classes)), labeled=labeled, degenerate=useless.get("ssl"),
-        )  # fmt: skip
-        version = ModelRegistry(reg.model_name("image")).register_challenger(model_uri, evidence)
+        version = stage.publish_evaluation(
+            tracker=tracker, metrics=metrics, probas=probas, chance=chance_macro_f1(len(classes)), score="macro_f1",
+            reports=layout.reports, model_name=reg.model_name("image"), test_hash=test_hash, labeled=labeled,
+            log_model=lambda: log_image_classifier(
+                layout.finetuned, "ssl", layout.prepared / "classes.json", test_x[:2]
+            ),
+        )
     lift = metrics["lift"]
     print(
         "evaluate: macro-F1 " + ", ".join(f"{n}={metrics[n]['macro_f1']:.3f}" for n in probas)

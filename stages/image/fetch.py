@@ -2,21 +2,21 @@
 
 from sslflow.cli import run
 from sslflow.config import Base, Fetch, load
+from sslflow.image.sources import fetch, name_classes, read_class_names
 from sslflow.paths import Layout
 from sslflow.rawdata import write_raw
 from sslflow.safepaths import param_dir
-from sslflow.sources import fetch, name_classes, read_class_names
 from sslflow.tracking import record_data_stage
 
 
 def main() -> None:
-    cfg = load("params.yaml", "fetch", Fetch)
-    base = load("params.yaml", "base", Base)  # validated before anything is written
     layout = Layout()
-    names = read_class_names(cfg.class_names, layout.root.resolve())  # before fetch: fails before a download
+    cfg = load(layout.params, "fetch", Fetch)
+    base = load(layout.params, "base", Base)  # validated before anything is written
+    names = read_class_names(cfg.class_names, layout.project)  # before fetch: fails before a download
     data = fetch(
         cfg.source,
-        path=None if cfg.path is None else str(param_dir(cfg.path, "fetch.path", layout.root.resolve())),
+        path=None if cfg.path is None else str(param_dir(cfg.path, "fetch.path", layout.project)),
         dataset=cfg.dataset,
         max_bad_files=cfg.max_bad_files,
         image_size=cfg.image_size,
@@ -38,10 +38,11 @@ def main() -> None:
         test_mask=data.test_mask,
     )
     record_data_stage(
-        "fetch", experiment=base.experiment, params=cfg.model_dump(), upstream=None,
-        tags={"sslflow.raw_sha256": manifest["sha256"]}, metrics={"count": manifest["count"], "skipped": len(data.skipped)},
+        "fetch", run_name=f"image/fetch {cfg.source}", experiment=base.experiment, params=cfg.model_dump(),
+        upstream=None, tags={"sslflow.raw_sha256": manifest["sha256"]}, data=(layout.raw, manifest["sha256"], "output"),
+        metrics={"count": manifest["count"], "skipped": len(data.skipped)},
         files=[layout.raw / "manifest.json", layout.raw / "classes.json"],
-    )  # fmt: skip
+    )
     c, h, w = manifest["shape"]
     test = f", {manifest['test_count']} official test" if manifest["test_count"] is not None else ""
     print(

@@ -12,28 +12,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sslflow import classical, config, distributed
+from sslflow import config, distributed, stage
 from sslflow.artifacts import load_classifier, load_encoder, save_classifier
-from sslflow.atomic import write_json
 from sslflow.cli import run, warn
 from sslflow.encoders import build_encoder
 from sslflow.errors import SslflowError
-from sslflow.finetune import clone_init, fit_method, predict_proba, train_classifier
 from sslflow.heads import Classifier
+from sslflow.image import classical
+from sslflow.image.finetune import clone_init, fit_method, predict_proba, train_classifier
 from sslflow.optim import schedule_warning
 from sslflow.paths import Layout
-from sslflow.runtime import resolve, seed_everything
-from sslflow.splits import data_hash, draw_budget
-from sslflow.tracking import stage_run
+from sslflow.splits import draw_budget
+from sslflow.tracking import finetune_run_name
 
 
 def main() -> None:
     layout = Layout()
     base = config.load(layout.params, "base", config.Base)
     cfg = config.load(layout.params, "finetune", config.Finetune)
-    runtime = resolve(base)
-    distributed.init(runtime.device, base.nproc_per_node)  # under torchrun: one process per device
-    seed_everything(base.seed)
+    runtime = stage.start(base)
 
     train_x = np.load(layout.prepared / "train_images.npy")
     train_y = np.load(layout.prepared / "train_labels.npy")
@@ -42,38 +39,43 @@ def main() -> None:
     val_y = np.load(layout.prepared / "val_labels.npy")
     num_classes = len(json.loads((layout.prepared / "classes.json").read_text()))
     if cfg.method != "supervised" and len(pool) == 0:
-        raise SslflowError(f"params key 'finetune.method' is {cfg.method}, but the unlabeled pool {layout.prepared / 'pool_images.npy'} is empty")
+        raise SslflowError(
+            f"params key 'finetune.method' is {cfg.method}, but the unlabeled pool "
+            f"{layout.prepared / 'pool_images.npy'} is empty"
+        )
     teacher = _teacher(cfg.distill.teacher) if cfg.method == "distill" and cfg.distill.teacher else None
-    budget = draw_budget(train_y, labels_per_class=cfg.labels_per_class, label_fraction=cfg.label_fraction, seed=cfg.label_seed)
+    budget = draw_budget(
+        train_y, labels_per_class=cfg.labels_per_class, label_fraction=cfg.label_fraction, seed=cfg.label_seed
+    )
     labeled = (train_x[budget], train_y[budget])
     per_epoch = math.ceil(len(budget) / cfg.batch_size)
     warn(schedule_warning(cfg.optim, cfg.epochs * per_epoch, per_epoch, "finetune.optim"))
 
     encoder, enc_cfg = load_encoder(layout.encoder)
     torch.manual_seed(base.seed)
+    frozen = cfg.mode == "linear"
     inits = {
-        "ssl": Classifier(encoder, enc_cfg.feature_dim, num_classes, freeze_encoder=cfg.mode == "linear"),
-        "scratch": Classifier(build_encoder(enc_cfg), enc_cfg.feature_dim, num_classes, freeze_encoder=cfg.mode == "linear"),
+        "ssl": Classifier(encoder, enc_cfg.feature_dim, num_classes, freeze_encoder=frozen),
+        "scratch": Classifier(build_encoder(enc_cfg), enc_cfg.feature_dim, num_classes, freeze_encoder=frozen),
     }
-    world, batch = distributed.world_size(), distributed.per_rank(cfg.batch_size, "finetune.batch_size")
-    tags = {
-        "sslflow.data_hash": data_hash(layout.prepared), "sslflow.world_size": str(world), "sslflow.batch_per_rank": str(batch),
-    }  # fmt: skip
-    if distributed.is_main():
-        print(f"finetune: {cfg.method}, {world} rank(s) x {batch} images = global batch {cfg.batch_size}")
-    tracking = stage_run("finetune", experiment=base.experiment, params=cfg.model_dump(), upstream="pretrain", tags=tags)
-    with distributed.on_main(tracking, distributed.Silent()) as tracker:
+    batch = distributed.per_rank(cfg.batch_size, "finetune.batch_size")
+    with stage.finetune_run(
+        run_name=finetune_run_name("image", cfg.method, cfg.labels_per_class, cfg.label_fraction, cfg.label_seed),
+        base=base, params=cfg.model_dump(), prepared=layout.prepared, batch=batch, what=f"{cfg.method}, ",
+        unit="images",
+    ) as tracker:
         generator = torch.Generator().manual_seed(base.seed)
         train = functools.partial(
             train_classifier, augment_cfg=cfg.augment, optim=cfg.optim, encoder_lr_scale=cfg.encoder_lr_scale,
-            epochs=cfg.epochs, head_epochs=cfg.head_epochs, batch_size=batch, runtime=runtime, log=tracker.log, generator=generator,
-        )  # fmt: skip
+            epochs=cfg.epochs, head_epochs=cfg.head_epochs, batch_size=batch, runtime=runtime, log=tracker.log,
+            generator=generator,
+        )
         summary, names = {"labeled": len(budget)}, []
         for name, init in inits.items():
             supervised, model, stats = fit_method(
                 cfg.method, clone_init(runtime.prepare(init)), labeled, pool, cfg=cfg, train=train, teacher=teacher,
                 batch_size=batch, runtime=runtime, log=tracker.log, generator=generator, prefix=name,
-            )  # fmt: skip
+            )
             fitted = {name: model} if model is supervised else {name: model, f"{name}-supervised": supervised}
             names += fitted
             for key, m in fitted.items():
@@ -85,11 +87,10 @@ def main() -> None:
             return
         logreg = classical.fit_logreg(*labeled, num_classes, cfg.classical_c, base.seed)
         classical.save(logreg, layout.finetuned / "classical.npz")
-        write_json(layout.finetuned / "budget.json", {"indices": budget.tolist(), "count": len(budget)})
-        write_json(layout.finetuned / "models.json", {"method": cfg.method, "models": names})
-        write_json(layout.reports / "finetune.json", summary)
-        tracker.log(summary, 0)
-        tracker.log_artifact(layout.finetuned, "finetuned")
+        stage.record_finetuned(
+            layout.finetuned, layout.reports, budget=budget, method=cfg.method, models=names, summary=summary,
+            tracker=tracker,
+        )
     print("finetune: " + ", ".join(f"{k}={v:.3f}" for k, v in summary.items() if "val_acc" in k))
 
 
@@ -97,7 +98,10 @@ def _teacher(path: str) -> torch.nn.Module:
     """finetune.distill.teacher: a classifier's weights, with its config (same name, .json) beside them."""
     file = Path(path)
     if file.suffix != ".safetensors" or not file.is_file() or not file.with_suffix(".json").is_file():
-        raise SslflowError(f"params key 'finetune.distill.teacher': no classifier at {path} (a .safetensors file with its .json beside it)")
+        raise SslflowError(
+            f"params key 'finetune.distill.teacher': no classifier at {path} "
+            "(a .safetensors file with its .json beside it)"
+        )
     return load_classifier(file.parent, file.stem)
 
 

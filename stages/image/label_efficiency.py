@@ -10,9 +10,10 @@ go to MLflow too.
 import argparse
 from pathlib import Path
 
-from sslflow import config, pictures
-from sslflow import label_efficiency as le
+from sslflow import config
 from sslflow.cli import run
+from sslflow.image import label_efficiency as le
+from sslflow.image import pictures
 from sslflow.paths import Layout
 from sslflow.tracking import stage_run
 
@@ -29,13 +30,18 @@ def main() -> None:
     variants = [*sw.methods, *map(le.probe, sw.methods), *le.BASELINES, *pooled]
     table = le.table(le.gather(args.cells, sw.budgets, variants))
     out = {"json": layout.reports / "label_efficiency.json", "md": layout.reports / "label_efficiency.md",
-           "csv": layout.reports / "label_efficiency", "png": layout.reports / "label_efficiency.png"}  # fmt: skip
+           "csv": layout.reports / "label_efficiency", "png": layout.reports / "label_efficiency.png"}
     le.write(table, out["json"], out["md"], out["csv"])
     title = f"label efficiency: test macro-F1, mean ± std over {sw.draws} label draws"
     baselines = {v for v, row in table["variants"].items() if row["kind"] == "baseline"}
     pictures.label_efficiency_curve(le.curves(table), baselines, out["png"], title)
-    with stage_run("sweep/label_efficiency", experiment=base.experiment, params=sw.model_dump(), upstream=None) as tracker:
-        tracker.log({f"{v}/{b}/macro_f1": row[b]["macro_f1_mean"] for v, row in table["variants"].items() for b in table["budgets"]}, 0)
+    with stage_run(
+        "sweep/label_efficiency", run_name="image/sweep/label_efficiency", experiment=base.experiment,
+        params=sw.model_dump(), upstream=None,
+    ) as tracker:
+        rows = table["variants"].items()
+        means = {f"{v}/{b}/macro_f1": row[b]["macro_f1_mean"] for v, row in rows for b in table["budgets"]}
+        tracker.log(means, 0)
         for path in out.values():
             tracker.log_artifact(path, "label_efficiency")
     print(out["md"].read_text())

@@ -9,9 +9,9 @@ from sslflow.tracking import record_data_stage
 
 
 def main() -> None:
-    cfg = load("params.yaml", "preprocess", Preprocess)
-    base = load("params.yaml", "base", Base)  # validated before anything is written
     layout = Layout()
+    cfg = load(layout.params, "preprocess", Preprocess)
+    base = load(layout.params, "base", Base)  # validated before anything is written
     raw = read_raw(layout.raw)
     splits = split_indices(
         raw.labels,
@@ -24,9 +24,10 @@ def main() -> None:
     info = write_prepared(layout.prepared, raw.images, raw.labels, raw.classes, splits)
     n = info["counts"]
     record_data_stage(
-        "preprocess", experiment=base.experiment, params=cfg.model_dump(), upstream="fetch",
-        tags={"sslflow.data_hash": info["data_hash"]}, metrics=n, files=[layout.prepared / "split.json"],
-    )  # fmt: skip
+        "preprocess", run_name="image/preprocess", experiment=base.experiment, params=cfg.model_dump(),
+        upstream="fetch", tags={"sslflow.data_hash": info["data_hash"]},
+        data=(layout.prepared, info["data_hash"], "output"), metrics=n, files=[layout.prepared / "split.json"],
+    )
     test_from = "official test split" if raw.test_mask is not None else f"test_fraction={cfg.test_fraction}"
     print(
         f"preprocess: train {n['train']} / val {n['val']} / test {n['test']} ({test_from}), "

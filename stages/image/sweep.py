@@ -21,13 +21,14 @@ from typing import get_args
 
 import numpy as np
 
-from sslflow import classical, config
-from sslflow import label_efficiency as le
+from sslflow import config
 from sslflow.artifacts import load_encoder
 from sslflow.cli import run
-from sslflow.embed import apply
 from sslflow.encoders import build_encoder
-from sslflow.methods import cnn_encoder_config
+from sslflow.image import classical
+from sslflow.image import label_efficiency as le
+from sslflow.image.embed import apply
+from sslflow.image.methods import cnn_encoder_config
 from sslflow.paths import Layout
 from sslflow.runtime import resolve, seed_everything
 from sslflow.splits import data_hash
@@ -37,7 +38,8 @@ from sslflow.tracking import stage_run
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("kind", choices=["ssl", "semisupervised", "baselines"])
-    ap.add_argument("--pool-method", choices=get_args(config.FinetuneMethod)[1:], help="semisupervised: the finetune.method")
+    pool_methods = get_args(config.FinetuneMethod)[1:]
+    ap.add_argument("--pool-method", choices=pool_methods, help="semisupervised: the finetune.method")
     ap.add_argument("--method", help="the pretraining method whose encoder is used")
     ap.add_argument("--encoder", type=Path, help="its encoder directory")
     ap.add_argument("--budget", required=True, help=f"labels per class, or {le.ALL}")
@@ -65,17 +67,19 @@ def main() -> None:
     finetuned = functools.partial(
         le.finetuned, ft=ft, max_steps=sw.max_steps, images=train_x, labels=train_y, pool=pool, test=test_x,
         num_classes=len(classes), runtime=runtime,
-    )  # fmt: skip
+    )
 
     # scratch: the CNN methods' architecture (pretrain.encoder) from random init
     scratch_cfg = cnn_encoder_config(config.load(layout.params, "pretrain", config.Pretrain), train_x.shape[1])
     if args.kind == "baselines":
         fitters = {
-            "scratch": ("baseline", finetuned(lambda: build_encoder(scratch_cfg), scratch_cfg.feature_dim, "supervised")),
+            "scratch": (
+                "baseline", finetuned(lambda: build_encoder(scratch_cfg), scratch_cfg.feature_dim, "supervised")
+            ),
             "classical": ("baseline", lambda idx, draw, log, prefix: classical.predict_proba(
                 classical.fit_logreg(train_x[idx], train_y[idx], len(classes), ft.classical_c, base.seed), test_x
             )),
-        }  # fmt: skip
+        }
     elif args.kind == "semisupervised" and args.method is None:
         fit = finetuned(lambda: build_encoder(scratch_cfg), scratch_cfg.feature_dim, args.pool_method)
         fitters = {le.with_pool("scratch", args.pool_method): ("baseline", fit)}
@@ -91,20 +95,24 @@ def main() -> None:
                 le.probe(args.method): ("probe", lambda idx, draw, log, prefix: le.linear_probe(
                     features[0][idx], train_y[idx], features[1], len(classes), sw.probe_c, base.seed
                 )),
-            }  # fmt: skip
+            }
 
     cell = {"kind": args.kind, "budget": budget, "pool_method": args.pool_method}
     params = {"sweep": sw.model_dump(), "finetune": ft.model_dump(), "cell": cell}
     upstream = f"sweep/pretrain-{args.method}" if args.method else None
     tags = {"sslflow.data_hash": data_hash(layout.prepared)}
     name = "sweep/" + "-".join(str(p) for p in (args.kind, args.method, args.pool_method, budget) if p)
-    with stage_run(name, experiment=base.experiment, params=params, upstream=upstream, tags=tags) as tracker:
+    with stage_run(
+        name, run_name=f"image/{name}", experiment=base.experiment, params=params, upstream=upstream, tags=tags,
+        data=(layout.prepared, tags["sslflow.data_hash"], "train+test"),
+    ) as tracker:
         cells = le.run_cell(
             fitters, budget=budget, train_y=train_y, test_y=test_y, classes=classes, draws=sw.draws,
             label_seed=ft.label_seed, seed=base.seed, log=tracker.log, out=args.out,
-        )  # fmt: skip
+        )
     for cell in cells:
-        print(f"sweep {cell['variant']} @ {budget}/class: macro-F1 {cell['macro_f1_mean']:.3f} ± {cell['macro_f1_std']:.3f} ({sw.draws} draws)")
+        score = f"macro-F1 {cell['macro_f1_mean']:.3f} ± {cell['macro_f1_std']:.3f} ({sw.draws} draws)"
+        print(f"sweep {cell['variant']} @ {budget}/class: {score}")
 
 
 if __name__ == "__main__":

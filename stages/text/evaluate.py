@@ -2,11 +2,11 @@
 points) and the classical baseline on the test split; write reports, DVC metrics and plots; log the ssl
 model with its tokenizer (it predicts from raw strings) and register it."""
 
+from sslflow import stage
 from sslflow.cli import run
 from sslflow.config import Base, Registry, load
 from sslflow.paths import Layout
-from sslflow.promotion import evidence_tags
-from sslflow.report import baseline_scores, chance_macro_f1, degenerate, report_degenerate
+from sslflow.report import chance_macro_f1
 from sslflow.runtime import resolve
 from sslflow.splits import data_hash
 from sslflow.text import baselines
@@ -15,8 +15,8 @@ from sslflow.text.corpus import read_json, read_jsonl
 from sslflow.text.models import load_classifier
 from sslflow.text.tasks import TASKS
 from sslflow.text.tokenizer import load_tokenizer
-from sslflow.tracking import git_commit, log_text_classifier, stage_run
-from sslflow.tracking.registry import CHALLENGER, ModelRegistry
+from sslflow.tracking import log_text_classifier, stage_run
+from sslflow.tracking.registry import CHALLENGER
 
 
 def main() -> None:
@@ -37,30 +37,24 @@ def main() -> None:
     probas["classical"] = task.predict_classical(baselines.load(layout.finetuned / "classical.npz"), test)
 
     test_hash = data_hash(layout.prepared)
+    score = "macro_f1" if task.name == "text-classification" else "entity_f1"
     with stage_run(
         "evaluate",
+        run_name=f"{task.name}/evaluate",
         experiment=base.experiment,
         params=cfg.model_dump(),
         upstream="finetune",
         tags={"sslflow.data_hash": test_hash},
+        data=(layout.prepared, test_hash, "test"),
     ) as tracker:
         metrics = task.write_reports(test, probas, classes, layout.reports, cfg.pr_points)
-        tracker.log({f"{group}/{k}": v for group, m in metrics.items() for k, v in m.items()}, 0)
-        for sub in ("classification", "plots", "figures"):
-            tracker.log_artifact(layout.reports / sub, sub)
-        tracker.log_artifact(layout.reports / "classification.md")
-        chance = chance_macro_f1(len(classes)) if task.name == "text-classification" else 0.0  # NER: no entity scores 0
-        useless = degenerate(metrics, probas, chance, "macro_f1" if task.name == "text-classification" else "entity_f1")
-        report_degenerate(useless, layout.reports, tracker)
-        model_uri = log_text_classifier(layout.finetuned, "ssl", task.name, task.raw_inputs(test[:2]))
-        evidence = evidence_tags(
-            macro_f1=metrics["ssl"]["macro_f1"], min_class_recall=metrics["ssl"]["min_class_recall"],
-            data_hash=test_hash, run_id=tracker.run_id, git_commit=git_commit(),
-            baselines=baseline_scores({n: metrics[n]["macro_f1"] for n in probas}), chance_f1=chance,
-            labeled=read_json(layout.finetuned / "budget.json")["count"], degenerate=useless.get("ssl"),
-        )  # fmt: skip
-        version = ModelRegistry(reg.model_name(task.name)).register_challenger(model_uri, evidence)
-    score = "macro_f1" if task.name == "text-classification" else "entity_f1"
+        version = stage.publish_evaluation(
+            tracker=tracker, metrics=metrics, probas=probas, score=score, reports=layout.reports,
+            chance=chance_macro_f1(len(classes)) if score == "macro_f1" else 0.0,  # NER: no entity found scores 0
+            model_name=reg.model_name(task.name), test_hash=test_hash,
+            labeled=read_json(layout.finetuned / "budget.json")["count"],
+            log_model=lambda: log_text_classifier(layout.finetuned, "ssl", task.name, task.raw_inputs(test[:2])),
+        )
     print(
         f"evaluate: {score} "
         + ", ".join(f"{n}={metrics[n][score]:.3f}" for n in probas)

@@ -11,15 +11,13 @@ import shutil
 
 import torch
 
-from sslflow import distributed
-from sslflow.atomic import write_json
+from sslflow import distributed, stage
 from sslflow.cli import run, warn
 from sslflow.config import Base, load
 from sslflow.errors import SslflowError
 from sslflow.optim import schedule_warning
 from sslflow.paths import Layout
-from sslflow.runtime import resolve, seed_everything
-from sslflow.splits import data_hash, draw_budget
+from sslflow.splits import draw_budget
 from sslflow.text import baselines
 from sslflow.text.config import Text
 from sslflow.text.corpus import read_json, read_jsonl
@@ -29,7 +27,7 @@ from sslflow.text.models import build_bert, load_encoder, save_classifier
 from sslflow.text.tasks import TASKS
 from sslflow.text.tokenizer import load_tokenizer
 from sslflow.text.views import specials
-from sslflow.tracking import stage_run
+from sslflow.tracking import finetune_run_name
 
 SELF_DESCRIBING = ("tokenizer.json", "encoding.json", "classes.json")  # copied next to the models
 
@@ -44,9 +42,7 @@ def main() -> None:
             f"params key 'text.finetune.method' is {cfg.method}, but text.task is {task.name}: "
             "token classification (NER) fine-tunes supervised only"
         )
-    runtime = resolve(base)
-    distributed.init(runtime.device, base.nproc_per_node)  # under torchrun: one process per device
-    seed_everything(base.seed)
+    runtime = stage.start(base)
 
     tokenizer = load_tokenizer(layout.prepared / "tokenizer.json")
     encoding = read_json(layout.prepared / "encoding.json")
@@ -62,8 +58,10 @@ def main() -> None:
                 f"params key 'text.finetune.method' is fixmatch, but the unlabeled pool "
                 f"{layout.prepared / 'train.jsonl'} is empty"
             )
-    budget = draw_budget(task.budget_labels(train_set), labels_per_class=cfg.labels_per_class,
-                         label_fraction=cfg.label_fraction, seed=cfg.label_seed, classes=task.budget_classes(classes))  # fmt: skip
+    budget = draw_budget(
+        task.budget_labels(train_set), labels_per_class=cfg.labels_per_class, label_fraction=cfg.label_fraction,
+        seed=cfg.label_seed, classes=task.budget_classes(classes),
+    )
     labeled = [train_set[i] for i in budget]
     arrays = task.training_arrays(tokenizer, labeled, classes, encoding)  # (ids, labels, weights)
     per_epoch = math.ceil(len(arrays[0]) / cfg.batch_size)
@@ -73,22 +71,19 @@ def main() -> None:
     encoder, bert = load_encoder(layout.encoder, tokenizer_sha)
     torch.manual_seed(base.seed)
     inits = {"ssl": task.head(encoder, len(classes)), "scratch": task.head(build_bert(bert), len(classes))}
-    world, batch = distributed.world_size(), distributed.per_rank(cfg.batch_size, "text.finetune.batch_size")
-    tags = {
-        "sslflow.data_hash": data_hash(layout.prepared), "sslflow.world_size": str(world), "sslflow.batch_per_rank": str(batch),
-    }  # fmt: skip
-    if distributed.is_main():
-        head = f"finetune: {cfg.method}, {world} rank(s) x {batch} sequences = global batch {cfg.batch_size}"
-        print(head if pool is None else f"{head}, pool of {len(pool)} chunks")
-    tracking = stage_run("finetune", experiment=base.experiment, params=cfg.model_dump(), upstream="pretrain", tags=tags)
-    with distributed.on_main(tracking, distributed.Silent()) as tracker:
+    batch = distributed.per_rank(cfg.batch_size, "text.finetune.batch_size")
+    with stage.finetune_run(
+        run_name=finetune_run_name(task.name, cfg.method, cfg.labels_per_class, cfg.label_fraction, cfg.label_seed),
+        base=base, params=cfg.model_dump(), prepared=layout.prepared, batch=batch, unit="sequences",
+        what=f"{cfg.method}, " + ("" if pool is None else f"pool of {len(pool)} chunks, "),
+    ) as tracker:
         summary, names = {"labeled": len(budget)} | ({} if pool is None else {"pool_chunks": len(pool)}), []
         for name, init in inits.items():
             supervised, model, stats = fit_method(
                 runtime.prepare(init), arrays, pool, cfg=cfg, specials=specials(tokenizer), loss=task.loss,
                 batch_size=batch, runtime=runtime, log=tracker.log,
                 generator=torch.Generator().manual_seed(base.seed), prefix=name,
-            )  # fmt: skip
+            )
             fitted = {name: model} if model is supervised else {name: model, f"{name}-supervised": supervised}
             names += fitted
             summary.update({f"{name}/{k}": v for k, v in stats.items()})
@@ -106,11 +101,10 @@ def main() -> None:
         summary.update({f"classical/{k}": v for k, v in scores.items()})
         for name in SELF_DESCRIBING:
             shutil.copyfile(layout.prepared / name, layout.finetuned / name)
-        write_json(layout.finetuned / "budget.json", {"indices": budget.tolist(), "count": len(budget)})
-        write_json(layout.finetuned / "models.json", {"method": cfg.method, "models": names})
-        write_json(layout.reports / "finetune.json", summary)
-        tracker.log(summary, 0)
-        tracker.log_artifact(layout.finetuned, "finetuned")
+        stage.record_finetuned(
+            layout.finetuned, layout.reports, budget=budget, method=cfg.method, models=names, summary=summary,
+            tracker=tracker,
+        )
     print("finetune: " + ", ".join(f"{k}={v:.3f}" for k, v in summary.items() if "val_" in k))
 
 

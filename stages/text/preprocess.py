@@ -30,7 +30,7 @@ def main() -> None:
     splits = split_indices(
         labels, classes if documents else ["sentence"], test_fraction=cfg.test_fraction, val_fraction=cfg.val_fraction,
         seed=cfg.split_seed,
-    )  # fmt: skip
+    )
     parts = {s: [examples[i] for i in getattr(splits, s)] for s in SPLITS}
     if not documents:
         check_seen([e["tags"] for e in parts["train"]], [e["tags"] for e in parts["test"]])
@@ -60,10 +60,12 @@ def main() -> None:
         layout.prepared, files, {"counts": counts, "vocab_size": tokenizer.get_vocab_size()}
     )
     record_data_stage(
-        "preprocess", experiment=base.experiment, params=cfg.model_dump(), upstream="fetch",
-        tags={"sslflow.data_hash": info["data_hash"]}, metrics=counts | {"vocab_size": tokenizer.get_vocab_size()},
+        "preprocess", run_name=f"{text.task}/preprocess", experiment=base.experiment, params=cfg.model_dump(),
+        upstream="fetch", tags={"sslflow.data_hash": info["data_hash"]},
+        data=(layout.prepared, info["data_hash"], "output"),
+        metrics=counts | {"vocab_size": tokenizer.get_vocab_size()},
         files=[layout.prepared / "split.json", layout.prepared / "tokenizer.json"],
-    )  # fmt: skip
+    )
     print(
         f"preprocess: train {counts['train']} / val {counts['val']} / test {counts['test']}, tokenizer "
         f"{tokenizer.get_vocab_size()} word pieces from the pool, {len(mlm['train'])} MLM chunks -> {layout.prepared}, "

@@ -68,7 +68,7 @@ def word_features(tokens: Sequence[str], i: int) -> list[str]:
     prev = tokens[i - 1].lower() if i > 0 else "<s>"
     nxt = tokens[i + 1].lower() if i + 1 < len(tokens) else "</s>"
     return [f"w={w.lower()}", f"shape={_shape(w)}", f"pre={w[:3].lower()}", f"suf={w[-3:].lower()}", f"prev={prev}",
-            f"next={nxt}", f"title={w.istitle()}", f"upper={w.isupper()}", f"first={i == 0}"]  # fmt: skip
+            f"next={nxt}", f"title={w.istitle()}", f"upper={w.isupper()}", f"first={i == 0}"]
 
 
 def _word_matrix(sentences: Sequence[Sequence[str]], index: dict[str, int]) -> sparse.csr_matrix:

@@ -27,8 +27,15 @@ def chunk_examples(
     return ids, np.asarray(labels, dtype=np.int64)[owner], 1.0 / per_doc[owner]
 
 
-def predict_documents(model: torch.nn.Module, tokenizer: Tokenizer, texts: Sequence[str], *, max_length: int, stride: int,
-                      runtime: Runtime) -> np.ndarray:  # fmt: skip
+def predict_documents(
+    model: torch.nn.Module,
+    tokenizer: Tokenizer,
+    texts: Sequence[str],
+    *,
+    max_length: int,
+    stride: int,
+    runtime: Runtime,
+) -> np.ndarray:
     """(N, K) class probabilities: the mean over each document's chunks."""
     ids, owner = chunk_documents(tokenizer, texts, max_length, stride)
     proba = probabilities(model, ids, runtime)  # (M, K)

@@ -59,7 +59,7 @@ def markdown(reports: dict[str, dict]) -> str:
 
 
 def write_all(true_tags: list[list[str]], word_probas: dict[str, list[np.ndarray]], tags: list[str], reports_dir: Path,
-              pr_points: int) -> dict:  # fmt: skip
+              pr_points: int) -> dict:
     """All evaluate outputs under `reports_dir`, laid out as sslflow.report.write_all lays them out;
     confusion and PR curves are over words and tags. Returns the metrics written to metrics.json."""
     index = {t: i for i, t in enumerate(tags)}
@@ -71,9 +71,9 @@ def write_all(true_tags: list[list[str]], word_probas: dict[str, list[np.ndarray
         write_json(reports_dir / "classification" / f"{name}.json", reports[name])
         flat = np.concatenate(probas)
         write_confusion(y_words, flat, tags, reports_dir / "plots" / "confusion" / f"{name}.csv",
-                        reports_dir / "figures" / f"confusion_{name}.png")  # fmt: skip
+                        reports_dir / "figures" / f"confusion_{name}.png")
         write_pr_curves(y_words, flat, tags, pr_points, reports_dir / "plots" / "pr" / f"{name}.csv",
-                        reports_dir / "figures" / f"pr_{name}.png")  # fmt: skip
+                        reports_dir / "figures" / f"pr_{name}.png")
     write_text(reports_dir / "classification.md", markdown(reports))
     metrics = {name: rep["summary"] for name, rep in reports.items()}
     if {"ssl", "scratch", "classical"} <= metrics.keys():

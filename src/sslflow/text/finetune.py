@@ -59,7 +59,7 @@ def train(
         model=model, step=step, loader=loader, optimizer=optimizer,
         scheduler=build_schedule(optimizer, optim, steps, len(loader)), epochs=math.ceil(steps / len(loader)),
         runtime=runtime, log=log, max_steps=steps, prefix=prefix,
-    )  # fmt: skip
+    )
     return model.eval()
 
 
@@ -132,7 +132,7 @@ def fixmatch(
         model=model, step=step, loader=semisup.Paired(labeled_loader, pool_loader, cfg.steps),
         optimizer=optimizer, scheduler=build_schedule(optimizer, optim, cfg.steps, cfg.steps), epochs=1,
         runtime=runtime, log=log, max_steps=cfg.steps, prefix=prefix,
-    )  # fmt: skip
+    )
     log({f"{prefix}/mask_rate": rate.value}, cfg.steps)
     return model.eval(), {"mask_rate": rate.value}
 
@@ -154,14 +154,14 @@ def fit_method(
     """The supervised model, `cfg.method`'s model (the same one for supervised) and the method's statistics.
     fixmatch trains a copy of the supervised model, so both can be reported."""
     common = dict(loss=loss, optim=cfg.optim, encoder_lr_scale=cfg.encoder_lr_scale, batch_size=batch_size,
-                  runtime=runtime, log=log, generator=generator)  # fmt: skip
+                  runtime=runtime, log=log, generator=generator)
     supervised = train(model, *labeled, steps=cfg.steps, prefix=prefix, **common)
     if cfg.method == "supervised":
         return supervised, supervised, {}
     model, stats = fixmatch(
         copy.deepcopy(supervised).train(), labeled, pool, cfg=cfg.fixmatch, specials=specials,
         prefix=f"{prefix}/fixmatch", **common,
-    )  # fmt: skip
+    )
     return supervised, model, stats
 
 

@@ -73,7 +73,7 @@ def mlm_step(model: BertForMaskedLM):
 
 @torch.no_grad()
 def perplexity(model: BertForMaskedLM, ids: np.ndarray, tokenizer: PreTrainedTokenizerFast, *, probability: float,
-               seed: int, batch_size: int, runtime: Runtime) -> float:  # fmt: skip
+               seed: int, batch_size: int, runtime: Runtime) -> float:
     """exp(mean masked-token loss) on `ids` with masks drawn from `seed`: comparable across epochs."""
     was_training = model.training
     model.eval()

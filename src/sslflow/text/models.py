@@ -21,7 +21,7 @@ def bert_config(size: BertSize, vocab_size: int, max_length: int) -> dict:
         "num_attention_heads": size.heads, "intermediate_size": size.intermediate_size,
         "hidden_dropout_prob": size.dropout, "attention_probs_dropout_prob": size.dropout,
         "max_position_embeddings": max_length, "type_vocab_size": 1, "pad_token_id": 0,
-    }  # fmt: skip
+    }
 
 
 def build_bert(config: dict) -> BertModel:

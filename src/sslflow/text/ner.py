@@ -34,7 +34,7 @@ def tag_examples(tokenizer: Tokenizer, sentences: Sequence[dict], tag_ids: dict[
 
 
 def predict_words(model: torch.nn.Module, tokenizer: Tokenizer, sentences: Sequence[Sequence[str]], *, max_length: int,
-                  runtime: Runtime) -> list[np.ndarray]:  # fmt: skip
+                  runtime: Runtime) -> list[np.ndarray]:
     """Per sentence, (words, T) tag probabilities; words cut off by `max_length` get tag 0 ("O")."""
     ids, word_index = encode_words(tokenizer, sentences, max_length)
     proba = probabilities(model, ids, runtime)  # (N, L, T)
@@ -48,8 +48,15 @@ def predict_words(model: torch.nn.Module, tokenizer: Tokenizer, sentences: Seque
     return out
 
 
-def find_entities(model: torch.nn.Module, tokenizer: Tokenizer, texts: Sequence[str], tags: list[str], *, max_length: int,
-                  runtime: Runtime) -> list[list[dict]]:  # fmt: skip
+def find_entities(
+    model: torch.nn.Module,
+    tokenizer: Tokenizer,
+    texts: Sequence[str],
+    tags: list[str],
+    *,
+    max_length: int,
+    runtime: Runtime,
+) -> list[list[dict]]:
     """Entity spans in raw strings: words are split as the tokenizer splits them (whitespace and
     punctuation), tagged, and each entity is {"text", "type", "start", "end"} in characters, end exclusive."""
     words = [tokenizer.pre_tokenizer.pre_tokenize_str(t) for t in texts]  # [(word, (start, end))]
@@ -57,10 +64,10 @@ def find_entities(model: torch.nn.Module, tokenizer: Tokenizer, texts: Sequence[
         model, tokenizer, [[w for w, _ in ws] for ws in words], max_length=max_length, runtime=runtime
     )
     found = []
-    for text, ws, p in zip(texts, words, probas):
+    for text, ws, p in zip(texts, words, probas, strict=True):
         iob2 = to_iob2([tags[k] for k in p.argmax(1)])
         found.append([
             {"text": text[ws[a][1][0] : ws[b - 1][1][1]], "type": kind, "start": ws[a][1][0], "end": ws[b - 1][1][1]}
             for kind, a, b in spans(iob2)
-        ])  # fmt: skip
+        ])
     return found

@@ -62,19 +62,19 @@ def _user_file(path: str | None, source: str) -> tuple[Path, str, dict]:
 
 def _documents(texts: list[str], labels: list[str], where: list[str]) -> tuple[list[dict], list[str]]:
     """Index labels by sorted name; an empty text or label is an error naming its place."""
-    for text, label, at in zip(texts, labels, where):
+    for text, label, at in zip(texts, labels, where, strict=True):
         if not text.strip():
             raise SslflowError(f"{at}: empty text")
         if not label.strip():
             raise SslflowError(f"{at}: empty label")
     classes = sorted(set(labels))
     index = {c: i for i, c in enumerate(classes)}
-    return [{"text": t, "label": index[y]} for t, y in zip(texts, labels)], classes
+    return [{"text": t, "label": index[y]} for t, y in zip(texts, labels, strict=True)], classes
 
 
 def _sentences(tokens: list[list[str]], tags: list[list[str]], where: list[str]) -> TextData:
     converted = []
-    for toks, tgs, at in zip(tokens, tags, where):
+    for toks, tgs, at in zip(tokens, tags, where, strict=True):
         if not toks:
             raise SslflowError(f"{at}: empty sentence")
         if len(toks) != len(tgs):
@@ -84,7 +84,7 @@ def _sentences(tokens: list[list[str]], tags: list[list[str]], where: list[str])
             raise SslflowError(f"{at}: tag {bad[0]!r} is not O, B-<type> or I-<type> (IOB1/IOB2)")
         converted.append(to_iob2(tgs))
     scheme = "iob2" if converted == [list(t) for t in tags] else "iob1"
-    examples = [{"tokens": list(k), "tags": g} for k, g in zip(tokens, converted)]
+    examples = [{"tokens": list(k), "tags": g} for k, g in zip(tokens, converted, strict=True)]
     return TextData(examples, tag_set(converted), [], USER_LICENSE, scheme=scheme)
 
 
@@ -159,13 +159,13 @@ def load_jsonl(path: str | None, text_column: str, label_column: str, task: str)
     texts = [r[text_column] for r in records]
     labels = [r[label_column] for r in records]
     if task == SENTENCES:
-        for value, at in [*zip(texts, where), *zip(labels, where)]:
+        for value, at in [*zip(texts, where, strict=True), *zip(labels, where, strict=True)]:
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise SslflowError(
                     f"{at}: token-classification needs lists of strings in {text_column!r} and {label_column!r}"
                 )
         return _with_source(_sentences(texts, labels, where), [source])
-    for value, at in zip(texts, where):
+    for value, at in zip(texts, where, strict=True):
         if not isinstance(value, str):
             raise SslflowError(f"{at}: {text_column!r} must be a string")
     examples, classes = _documents(texts, [str(y) for y in labels], where)
@@ -261,7 +261,7 @@ def _with_source(data: TextData, inputs: list[dict], license: str = USER_LICENSE
 def fetch_text(
     source: str, task: str, *, path: str | None, text_column: str, label_column: str, token_index: int,
     tag_index: int, dataset: str | None, subset: str | None, split: str,
-) -> TextData:  # fmt: skip
+) -> TextData:
     """Load `source` (a `text.fetch.source` value) for `task` (documents or sentences)."""
     kinds = {
         "bbc-news": (DOCUMENTS,),

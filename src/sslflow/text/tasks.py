@@ -38,7 +38,7 @@ class Documents:
 
     def predict(self, model, tokenizer: Tokenizer, examples: list[dict], encoding: dict, runtime):
         return predict_documents(model, tokenizer, [e["text"] for e in examples], max_length=encoding["max_length"],
-                                 stride=encoding["stride"], runtime=runtime)  # fmt: skip
+                                 stride=encoding["stride"], runtime=runtime)
 
     def fit_classical(
         self, pool: list[dict], labeled: list[dict], classes: list[str], c: float, seed: int

@@ -55,7 +55,7 @@ def _learn_vocab(words: Counter[str], vocab_size: int, min_frequency: int) -> di
     pairs: Counter[tuple[str, str]] = Counter()
     where: dict[tuple[str, str], set[int]] = {}
     for i, symbols in enumerate(spelled):
-        for pair in zip(symbols, symbols[1:]):
+        for pair in zip(symbols, symbols[1:], strict=False):
             pairs[pair] += counts[i]
             where.setdefault(pair, set()).add(i)
     heap = [(-n, pair) for pair, n in pairs.items()]
@@ -79,10 +79,10 @@ def _learn_vocab(words: Counter[str], vocab_size: int, min_frequency: int) -> di
                 else:
                     new.append(old[j])
                     j += 1
-            for p in zip(old, old[1:]):
+            for p in zip(old, old[1:], strict=False):
                 pairs[p] -= counts[i]
                 changed.add(p)
-            for p in zip(new, new[1:]):
+            for p in zip(new, new[1:], strict=False):
                 pairs[p] += counts[i]
                 where.setdefault(p, set()).add(i)
                 changed.add(p)

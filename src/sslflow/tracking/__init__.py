@@ -21,10 +21,10 @@ import numpy as np
 from sslflow.atomic import write_json, write_text
 from sslflow.errors import SslflowError
 from sslflow.faults import Interrupted
-from sslflow.paths import Layout
+from sslflow.paths import Layout, project_dir
 
-LINEAGE_DIR = "lineage"
 PROBE_TIMEOUT_S = 5
+DIGEST_CHARS = 12  # of a data hash in MLflow's Dataset column: as preprocess prints it (MLflow allows 36)
 # A stage's console shows its own progress bar and summary; MLflow's per-artifact upload bars are noise there.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
@@ -36,7 +36,7 @@ def project_root(cwd: Path | None = None) -> Path:
     for i in range(len(parts) - 3):
         if parts[i : i + 4] == (".dvc", "tmp", "exps", parts[i + 3]) and i > 0:
             return Path(*parts[:i])
-    return cwd
+    return project_dir(cwd)
 
 
 def tracking_uri(root: Path | None = None) -> str:
@@ -64,8 +64,29 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
 
 
 def read_lineage(stage: str) -> dict:
-    path = Path(LINEAGE_DIR) / f"{stage}.json"
+    path = Layout().lineage / f"{stage}.json"
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def finetune_run_name(
+    track: str, method: str, labels_per_class: int | None, label_fraction: float | None, label_seed: int
+) -> str:
+    """E.g. "image/finetune fixmatch 10/class seed 0": the budget is labels per class (labeled sentences,
+    "200 sents", for token classification) or a percentage of the train split ("5%"), drawn with `label_seed`."""
+    unit = " sents" if track == "token-classification" else "/class"
+    budget = f"{labels_per_class}{unit}" if labels_per_class is not None else f"{label_fraction * 100:g}%"
+    return f"{track}/finetune {method} {budget} seed {label_seed}"
+
+
+def runs_page(ui: str, experiment: str) -> str:
+    """The MLflow UI's page of the experiment's training runs (MLflow 3 otherwise opens its GenAI overview), or
+    the experiments list while the experiment does not exist yet. `ui`: the UI's base URL."""
+    import mlflow
+
+    found = mlflow.MlflowClient(tracking_uri()).get_experiment_by_name(experiment)
+    active = found is not None and found.lifecycle_stage == "active"
+    page = f"experiments/{found.experiment_id}/runs" if active else "experiments"
+    return f"{ui}/#/{page}?workflowType=machine_learning"
 
 
 class StageRun:
@@ -148,8 +169,34 @@ def _step_of(line: str) -> int | None:
         return None
 
 
+def _log_data(mlflow, data: tuple[Path, str, str]) -> None:
+    """`data` = (directory, its hash, context) as the run's input: MLflow's Dataset column shows the directory's
+    path in the project as the name, the hash's first DIGEST_CHARS as the digest, and the context."""
+    from mlflow.data.dataset_source_registry import get_dataset_source_from_json
+    from mlflow.data.meta_dataset import MetaDataset
+
+    path, digest, context = data
+    where = Path(path).resolve()
+    try:  # named as in the user's project, also from a DVC experiment's temporary copy
+        name = where.relative_to(project_dir()).as_posix()
+        where = project_root() / name
+    except ValueError:  # outside the project
+        name = where.as_posix()
+    # A MetaDataset carries the name, source and digest only: nothing is loaded just to be logged.
+    source = get_dataset_source_from_json(json.dumps({"uri": str(where)}), source_type="local")
+    mlflow.log_input(MetaDataset(source, name=name, digest=digest[:DIGEST_CHARS]), context=context)
+
+
 def _open_run(
-    mlflow, stage: str, experiment: str, params: dict, tags: dict, resume_run_id: str | None, upstream_run_id: str
+    mlflow,
+    stage: str,
+    run_name: str,
+    experiment: str,
+    params: dict,
+    tags: dict,
+    data: tuple[Path, str, str] | None,
+    resume_run_id: str | None,
+    upstream_run_id: str,
 ):
     uri = tracking_uri()
     _probe(uri)
@@ -162,9 +209,12 @@ def _open_run(
         try:
             run = mlflow.start_run(run_id=resume_run_id, tags=tags)
         except mlflow.exceptions.MlflowException as err:  # the run was deleted, or lived in another store
-            print(f"note: cannot continue MLflow run {resume_run_id} ({err}); starting a new run linked to it", file=sys.stderr)
+            print(
+                f"note: cannot continue MLflow run {resume_run_id} ({err}); starting a new run linked to it",
+                file=sys.stderr,
+            )
             tags = {**tags, "sslflow.resumed_from_run_id": resume_run_id}
-    run = run or mlflow.start_run(run_name=stage, tags=tags)
+    run = run or mlflow.start_run(run_name=run_name, tags=tags)
     # A resumed run keeps the params it was started with: MLflow refuses to change a logged value.
     logged = mlflow.get_run(run.info.run_id).data.params if resume_run_id else {}
     # The upstream run's params come along (transitively), so that comparing two evaluate runs in the UI
@@ -175,6 +225,8 @@ def _open_run(
         inherited = {}
     own = flatten(params, f"{stage}.")
     mlflow.log_params({k: v for k, v in {**inherited, **own}.items() if k not in logged})
+    if data is not None:
+        _log_data(mlflow, data)
     return run
 
 
@@ -182,17 +234,22 @@ def _open_run(
 def stage_run(
     stage: str,
     *,
+    run_name: str,
     experiment: str,
     params: dict,
     upstream: str | None,
     tags: dict[str, str] | None = None,
+    data: tuple[Path, str, str] | None = None,
     resume_run_id: str | None = None,
     resume_step: int | None = None,
 ) -> Iterator[StageRun]:
     """Open the stage's run; tag it with the git commit, the pipeline lineage and `tags` (e.g. data hashes).
 
-    `upstream` names the stage whose lineage this run continues (None starts a new pipeline id). The run id
-    and pipeline id are written to `lineage/<stage>.json` for the stages downstream. A stage resuming from a
+    `run_name` says what ran: track, stage, and method, budget and draw where they apply, e.g.
+    "image/finetune fixmatch 10/class seed 0". `data` = (directory, its hash, context: the part the run used,
+    e.g. train, pool, test) goes to MLflow's Dataset column. `upstream` names the stage whose lineage this run
+    continues (None starts a new pipeline id). The run id and pipeline id are written to
+    `reports/lineage/<stage>.json` for the stages downstream. A stage resuming from a
     checkpoint passes its step and the run id recorded with it: the MLflow run continues (or a new one links
     to it) and `reports/<stage>_metrics.jsonl` keeps the records up to that step. The run ends FINISHED,
     KILLED (stop signal) or FAILED (any other exception).
@@ -213,12 +270,12 @@ def stage_run(
     }
     try:
         run_id = _open_run(
-            mlflow, stage, experiment, params, all_tags, resume_run_id, parent.get("run_id", "")
+            mlflow, stage, run_name, experiment, params, all_tags, data, resume_run_id, parent.get("run_id", "")
         ).info.run_id
     except Exception as err:  # server down, refused, or a broken store: train anyway, locally
         _warn_offline(err, metrics_path)
         run_id = None
-    write_json(Path(LINEAGE_DIR) / f"{stage}.json", {"run_id": run_id or "", "pipeline_id": pipeline_id})
+    write_json(Layout().lineage / f"{stage}.json", {"run_id": run_id or "", "pipeline_id": pipeline_id})
     run = StageRun(mlflow, run_id, metrics_path)
     try:
         yield run
@@ -232,13 +289,23 @@ def stage_run(
 
 
 def record_data_stage(
-    stage: str, *, experiment: str, params: dict, upstream: str | None, tags: dict[str, str],
-    metrics: dict[str, float], files: list[Path],
-) -> None:  # fmt: skip
+    stage: str,
+    *,
+    run_name: str,
+    experiment: str,
+    params: dict,
+    upstream: str | None,
+    tags: dict[str, str],
+    data: tuple[Path, str, str],
+    metrics: dict[str, float],
+    files: list[Path],
+) -> None:
     """The run of a stage that trains nothing (fetch, preprocess): its params, counts, provenance files and
-    data hash, in the same lineage as the training runs downstream. Opened after the outputs are written, so
-    that bad input fails before anything is tracked."""
-    with stage_run(stage, experiment=experiment, params=params, upstream=upstream, tags=tags) as run:
+    data hash, in the same lineage as the training runs downstream; `data` is what it wrote (as in stage_run).
+    Opened after the outputs are written, so that bad input fails before anything is tracked."""
+    with stage_run(
+        stage, run_name=run_name, experiment=experiment, params=params, upstream=upstream, tags=tags, data=data
+    ) as run:
         run.log(metrics, 0)
         for path in files:
             run.log_artifact(path, stage)
@@ -301,7 +368,17 @@ def log_image_classifier(model_dir: Path, name: str, classes_path: Path, example
     return info.model_uri
 
 
-TEXT_SERVING_REQUIREMENTS = ("mlflow", "torch", "transformers", "tokenizers", "safetensors", "numpy", "pandas", "pydantic", "pyyaml")
+TEXT_SERVING_REQUIREMENTS = (
+    "mlflow",
+    "torch",
+    "transformers",
+    "tokenizers",
+    "safetensors",
+    "numpy",
+    "pandas",
+    "pydantic",
+    "pyyaml",
+)
 
 
 def log_text_classifier(model_dir: Path, name: str, task: str, example: list[str]) -> str:
@@ -338,7 +415,9 @@ def log_text_classifier(model_dir: Path, name: str, task: str, example: list[str
             raise SslflowError(f"cannot log the model: {path} not found")
     classes = json.loads(artifacts["classes"].read_text())
     if task == "token-classification":
-        span = Object([Property("text", "string"), Property("type", "string"), Property("start", "long"), Property("end", "long")])
+        span = Object(
+            [Property("text", "string"), Property("type", "string"), Property("start", "long"), Property("end", "long")]
+        )
         outputs = Schema([ColSpec(Array(span), "entities")])
         output = "entities: per string, a list of {text, type, start, end} with character offsets (end exclusive)"
     else:

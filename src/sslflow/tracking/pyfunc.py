@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from sslflow.artifacts import load_classifier
-from sslflow.embed import apply
+from sslflow.image.embed import apply
 from sslflow.runtime import Runtime
 
 CPU = Runtime(torch.device("cpu"), torch.float32, pin_memory=False, channels_last=False, compile=False, num_workers=0)

@@ -53,8 +53,14 @@ class TextModel(mlflow.pyfunc.PythonModel):
             return pd.DataFrame(
                 {"label": pd.Series(dtype=str), **{c: pd.Series(dtype=float) for c in columns}}
             )
-        proba = predict_documents(self.model, self.tokenizer, texts, max_length=self.encoding["max_length"],
-                                  stride=self.encoding["stride"], runtime=CPU)  # fmt: skip
+        proba = predict_documents(
+            self.model,
+            self.tokenizer,
+            texts,
+            max_length=self.encoding["max_length"],
+            stride=self.encoding["stride"],
+            runtime=CPU,
+        )
         result = pd.DataFrame(proba, columns=columns)
         result.insert(0, "label", [self.classes[i] for i in proba.argmax(1)])
         return result

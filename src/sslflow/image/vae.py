@@ -9,12 +9,18 @@ values the beta-VAE (Higgins et al., 2017, https://openreview.net/forum?id=Sy2fz
 import torch
 from torch import nn
 
-from sslflow.autoencoder import ConvDecoder
+from sslflow.image.autoencoder import ConvDecoder
 
 
 class VAE(nn.Module):
     def __init__(
-        self, backbone: nn.Module, feature_dim: int, latent_dim: int, out_channels: int, width: int, size: tuple[int, int]
+        self,
+        backbone: nn.Module,
+        feature_dim: int,
+        latent_dim: int,
+        out_channels: int,
+        width: int,
+        size: tuple[int, int],
     ):
         super().__init__()
         self.backbone = backbone
@@ -39,7 +45,9 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=1)
 
 
-def negative_elbo(x_hat: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, beta: float) -> torch.Tensor:
+def negative_elbo(
+    x_hat: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, beta: float
+) -> torch.Tensor:
     """Mean over the batch of sum_pixels (x_hat - x)^2 + beta * KL.
 
     The squared error summed over pixels is -log p(x|z) of a Gaussian decoder with variance 1/2, up to a

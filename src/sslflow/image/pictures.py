@@ -6,11 +6,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.manifold import TSNE  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from sklearn.manifold import TSNE
 
-from sslflow.atomic import write_with  # noqa: E402
+from sslflow.atomic import write_with
 
 
 def _save(fig, path: Path) -> None:
@@ -42,7 +42,7 @@ def stratified_sample(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     classes, counts = np.unique(labels, return_counts=True)
     take = np.maximum(1, np.floor(counts * size / len(labels)).astype(int))
-    picked = [rng.choice(np.flatnonzero(labels == c), k, replace=False) for c, k in zip(classes, take)]
+    picked = [rng.choice(np.flatnonzero(labels == c), k, replace=False) for c, k in zip(classes, take, strict=True)]
     return np.sort(np.concatenate(picked))
 
 
@@ -78,9 +78,12 @@ def label_efficiency_curve(curves: dict[str, dict], baselines: set[str], path: P
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for name, c in curves.items():
         style = "--" if name in baselines else "-"
-        ax.errorbar(c["labels_per_class"], c["mean"], yerr=c["std"], fmt=f"o{style}", ms=3, capsize=2, lw=1.2, label=name)
+        ax.errorbar(
+            c["labels_per_class"], c["mean"], yerr=c["std"], fmt=f"o{style}", ms=3, capsize=2, lw=1.2, label=name
+        )
     ax.set_xscale("log")
-    ticks = dict(sorted({x: b for c in curves.values() for x, b in zip(c["labels_per_class"], c["budget"])}.items()))
+    points = {x: b for c in curves.values() for x, b in zip(c["labels_per_class"], c["budget"], strict=True)}
+    ticks = dict(sorted(points.items()))
     ax.set_xticks(list(ticks), [f"{x:g}" if str(b) == f"{x:g}" else f"{b}\n({x:.0f})" for x, b in ticks.items()])
     ax.minorticks_off()
     ax.set(xlabel="labels per class", ylabel="test macro-F1", ylim=(0, 1), title=title)

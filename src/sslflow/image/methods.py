@@ -11,12 +11,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from sslflow import autoencoder, mae, simclr, vae
-from sslflow.batch_views import SimCLRView
 from sslflow.config import Pretrain
 from sslflow.encoders import EncoderConfig, build_encoder
 from sslflow.errors import SslflowError
-from sslflow.views import TwoViews, augment, normalize
+from sslflow.image import autoencoder, mae, simclr, vae
+from sslflow.image.batch_views import SimCLRView
+from sslflow.image.views import TwoViews, augment, normalize
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,8 @@ class Method:
 
 def cnn_encoder_config(cfg: Pretrain, in_channels: int) -> EncoderConfig:
     """The CNN of simclr, autoencoder and vae, from `pretrain.encoder`."""
-    return EncoderConfig(arch=cfg.encoder.arch, in_channels=in_channels, width=cfg.encoder.width, feature_dim=cfg.encoder.feature_dim)
+    e = cfg.encoder
+    return EncoderConfig(arch=e.arch, in_channels=in_channels, width=e.width, feature_dim=e.feature_dim)
 
 
 def _vit_config(cfg: Pretrain, in_channels: int, size: tuple[int, int]) -> EncoderConfig:
@@ -45,7 +46,7 @@ def _vit_config(cfg: Pretrain, in_channels: int, size: tuple[int, int]) -> Encod
     return EncoderConfig(
         arch="vit", in_channels=in_channels, width=m.hidden_size, feature_dim=m.hidden_size,
         image_size=size[0], patch_size=m.patch_size, depth=m.depth, heads=m.heads,
-    )  # fmt: skip
+    )
 
 
 def build(cfg: Pretrain, in_channels: int, size: tuple[int, int]) -> Method:
@@ -56,7 +57,8 @@ def build(cfg: Pretrain, in_channels: int, size: tuple[int, int]) -> Method:
         model = simclr.SimCLR(build_encoder(enc), enc.feature_dim, cfg.proj_dim)
         step = functools.partial(simclr.simclr_step, temperature=cfg.temperature)
         two = TwoViews(batch_view)
-        return Method(model, TwoViews(view), two, step, lambda: model.backbone, enc, functools.partial(_two_views, view))
+        show = functools.partial(_two_views, view)
+        return Method(model, TwoViews(view), two, step, lambda: model.backbone, enc, show)
     if cfg.method == "autoencoder":
         enc = cnn_encoder_config(cfg, in_channels)
         model = autoencoder.Autoencoder(build_encoder(enc), enc.feature_dim, in_channels, enc.width, size)

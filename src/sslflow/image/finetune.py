@@ -17,16 +17,17 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, RandomSampler
 
-from sslflow import batch_views, semisup
+from sslflow import semisup
 from sslflow.config import Augment, Distill, Finetune, FinetuneMethod, FixMatch, Optim
-from sslflow.datasets import Images, LabeledImages, SoftLabeledImages
 from sslflow.distributed import shard
-from sslflow.embed import apply
 from sslflow.heads import Classifier
+from sslflow.image import batch_views
+from sslflow.image.datasets import Images, LabeledImages, SoftLabeledImages
+from sslflow.image.embed import apply
+from sslflow.image.views import augment, normalize
 from sslflow.optim import build_optimizer, build_schedule
 from sslflow.runtime import Runtime
 from sslflow.train import Log, fit
-from sslflow.views import augment, normalize
 
 
 def _weighted_ce(model: torch.nn.Module):
@@ -59,7 +60,8 @@ def train_classifier(
     Linear probing, then fine-tuning (LP-FT, Kumar et al., ICLR 2022): a random head's gradients distort the
     pretrained features early in fine-tuning; a head fitted first keeps them, which matters most with few labels.
     """
-    loader = _loader(LabeledImages(images, labels, augment(augment_cfg, tuple(images.shape[-2:])), weights), batch_size, runtime, generator)
+    data = LabeledImages(images, labels, augment(augment_cfg, tuple(images.shape[-2:])), weights)
+    loader = _loader(data, batch_size, runtime, generator)
     frozen = model.freeze_encoder
     for phase_epochs, phase_frozen, phase in ((head_epochs, True, "/head"), (epochs, frozen, "")):
         if phase_epochs == 0 or (phase and frozen):  # a frozen model has no second phase
@@ -70,7 +72,7 @@ def train_classifier(
             model=model, step=_weighted_ce(model), loader=loader, optimizer=optimizer,
             scheduler=build_schedule(optimizer, optim, phase_epochs * len(loader), len(loader)), epochs=phase_epochs,
             runtime=runtime, log=log, prefix=prefix + phase,
-        )  # fmt: skip
+        )
     model.freeze(frozen)
     return model.eval()
 
@@ -81,7 +83,7 @@ def _loader(data, batch_size: int, runtime: Runtime, generator: torch.Generator)
         data, batch_size=min(batch_size, len(sampler)), sampler=sampler, drop_last=len(sampler) > batch_size,
         generator=generator, num_workers=runtime.num_workers, pin_memory=runtime.pin_memory,
         persistent_workers=runtime.num_workers > 0,  # hundreds of short epochs: don't respawn workers each time
-    )  # fmt: skip
+    )
 
 
 def _optimizer(model: Classifier, optim: Optim, encoder_lr_scale: float) -> torch.optim.Optimizer:
@@ -91,14 +93,25 @@ def _optimizer(model: Classifier, optim: Optim, encoder_lr_scale: float) -> torc
     return build_optimizer(groups, optim)
 
 
-def _fit_paired(model: Classifier, step, labeled: DataLoader, pool: DataLoader, steps: int, *, optim: Optim,
-                encoder_lr_scale: float, runtime: Runtime, log: Log, prefix: str) -> Classifier:  # fmt: skip
+def _fit_paired(
+    model: Classifier,
+    step,
+    labeled: DataLoader,
+    pool: DataLoader,
+    steps: int,
+    *,
+    optim: Optim,
+    encoder_lr_scale: float,
+    runtime: Runtime,
+    log: Log,
+    prefix: str,
+) -> Classifier:
     """`steps` steps of `step` over (labeled batch, pool batch) pairs, as one epoch of the shared loop."""
     optimizer = _optimizer(model, optim, encoder_lr_scale)
     fit(
         model=model, step=step, loader=semisup.Paired(labeled, pool, steps), optimizer=optimizer,
         scheduler=build_schedule(optimizer, optim, steps, steps), epochs=1, runtime=runtime, log=log, prefix=prefix,
-    )  # fmt: skip
+    )
     return model.eval()
 
 
@@ -118,14 +131,17 @@ def fixmatch(
     prefix: str,
 ) -> tuple[Classifier, dict[str, float]]:
     """Consistency training of `model` (FixMatch): per step `batch_size` labeled images and `mu` times as many
-    pool images; every view is made on the device (sslflow.batch_views): the weak one from `augment_cfg`."""
+    pool images; every view is made on the device (sslflow.image.batch_views): the weak one from `augment_cfg`."""
     images, labels = labeled
     labeled_loader = _loader(LabeledImages(images, labels, normalize()), batch_size, runtime, generator)
     pool_loader = _loader(Images(pool, normalize()), cfg.mu * batch_size, runtime, generator)
     rate = semisup.MaskRate()
-    step = semisup.fixmatch_step(model, batch_views.weak(augment_cfg), batch_views.strong(cfg.strong), cfg.threshold, cfg.weight, rate)
-    model = _fit_paired(model, step, labeled_loader, pool_loader, cfg.steps, optim=optim, encoder_lr_scale=encoder_lr_scale,
-                        runtime=runtime, log=log, prefix=prefix)  # fmt: skip
+    weak, strong = batch_views.weak(augment_cfg), batch_views.strong(cfg.strong)
+    step = semisup.fixmatch_step(model, weak, strong, cfg.threshold, cfg.weight, rate)
+    model = _fit_paired(
+        model, step, labeled_loader, pool_loader, cfg.steps, optim=optim, encoder_lr_scale=encoder_lr_scale,
+        runtime=runtime, log=log, prefix=prefix,
+    )
     log({f"{prefix}/mask_rate": rate.value}, cfg.steps)
     return model, {"mask_rate": rate.value}  # the share of pool images that gave a pseudo-label
 
@@ -153,8 +169,10 @@ def distill(
     labeled_loader = _loader(LabeledImages(images, labels, normalize()), batch_size, runtime, generator)
     pool_loader = _loader(SoftLabeledImages(pool, normalize(), targets), cfg.mu * batch_size, runtime, generator)
     step = semisup.distill_step(student, batch_views.weak(augment_cfg), cfg.temperature, cfg.labeled_weight)
-    return _fit_paired(student, step, labeled_loader, pool_loader, cfg.steps, optim=optim, encoder_lr_scale=encoder_lr_scale,
-                       runtime=runtime, log=log, prefix=prefix)  # fmt: skip
+    return _fit_paired(
+        student, step, labeled_loader, pool_loader, cfg.steps, optim=optim, encoder_lr_scale=encoder_lr_scale,
+        runtime=runtime, log=log, prefix=prefix,
+    )
 
 
 def predict_proba(model: torch.nn.Module, images: np.ndarray, runtime: Runtime) -> np.ndarray:
@@ -186,7 +204,10 @@ def self_train(
     for r in range(1, rounds + 1):
         proba = predict_proba(model, pool, runtime)
         keep = proba.max(1) >= threshold
-        stats = {"pseudo_labeled": float(keep.sum()), "pseudo_confidence": float(proba.max(1)[keep].mean()) if keep.any() else 0.0}
+        stats = {
+            "pseudo_labeled": float(keep.sum()),
+            "pseudo_confidence": float(proba.max(1)[keep].mean()) if keep.any() else 0.0,
+        }
         history.append(stats)
         log({f"{prefix}/{k}": v for k, v in stats.items()}, r)
         if not keep.any():  # nothing confident to learn from: keep the current model
@@ -229,15 +250,15 @@ def fit_method(
     common = dict(
         augment_cfg=cfg.augment, optim=cfg.optim, encoder_lr_scale=cfg.encoder_lr_scale, batch_size=batch_size,
         runtime=runtime, log=log, generator=generator, prefix=f"{prefix}/{method}",
-    )  # fmt: skip
+    )
     if method == "supervised":
         return supervised, supervised, {}
     if method == "self-training":
         model, history = self_train(
-            supervised, make_model, labeled, pool, rounds=cfg.pseudo_label_rounds, threshold=cfg.pseudo_label_threshold,
-            weight=cfg.pseudo_label_weight, pseudo_epochs=cfg.pseudo_label_epochs, train=train, runtime=runtime, log=log,
-            prefix=f"{prefix}/{method}",
-        )  # fmt: skip
+            supervised, make_model, labeled, pool,
+            rounds=cfg.pseudo_label_rounds, threshold=cfg.pseudo_label_threshold, weight=cfg.pseudo_label_weight,
+            pseudo_epochs=cfg.pseudo_label_epochs, train=train, runtime=runtime, log=log, prefix=f"{prefix}/{method}",
+        )
         return supervised, model, {f"round{i + 1}_{k}": v for i, h in enumerate(history) for k, v in h.items()}
     if method == "fixmatch":
         return supervised, *fixmatch(copy.deepcopy(supervised).train(), labeled, pool, cfg=cfg.fixmatch, **common)

@@ -25,10 +25,21 @@ class BatchAugment(nn.Module):
     square set to the background, as a fraction of the image side, applied with probability `cutout_p`.
     """
 
-    def __init__(self, *, rotation: float, shear: float, zoom: tuple[float, float], translate: float,
-                 brightness: float, contrast: float, cutout: float = 0.0, cutout_p: float = 0.0):  # fmt: skip
+    def __init__(
+        self,
+        *,
+        rotation: float,
+        shear: float,
+        zoom: tuple[float, float],
+        translate: float,
+        brightness: float,
+        contrast: float,
+        cutout: float = 0.0,
+        cutout_p: float = 0.0,
+    ):
         super().__init__()
-        self.rotation, self.shear, self.zoom, self.translate = math.radians(rotation), math.radians(shear), zoom, translate
+        self.rotation, self.shear = math.radians(rotation), math.radians(shear)
+        self.zoom, self.translate = zoom, translate
         self.brightness, self.contrast, self.cutout, self.cutout_p = brightness, contrast, cutout, cutout_p
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -70,7 +81,7 @@ def weak(cfg: Augment) -> BatchAugment:
     return BatchAugment(
         rotation=cfg.rotation, shear=cfg.shear, zoom=(1.0, 1.0 / math.sqrt(cfg.crop_scale[0])), translate=cfg.translate,
         brightness=cfg.brightness, contrast=cfg.contrast,
-    )  # fmt: skip
+    )
 
 
 def strong(cfg: StrongAugment) -> BatchAugment:
@@ -78,7 +89,7 @@ def strong(cfg: StrongAugment) -> BatchAugment:
     return BatchAugment(
         rotation=cfg.rotation, shear=cfg.shear, zoom=cfg.zoom, translate=cfg.translate, brightness=cfg.brightness,
         contrast=cfg.contrast, cutout=cfg.cutout, cutout_p=cfg.cutout_p,
-    )  # fmt: skip
+    )
 
 
 class SimCLRView(nn.Module):
@@ -113,7 +124,8 @@ class SimCLRView(nn.Module):
         shift = 2 * (uniform(-c.translate, c.translate, 2) * side).round() / side  # whole pixels
         theta = torch.cat([inverse, -inverse @ shift[:, :, None]], 2)
         x = F.grid_sample(x, _grid(theta, x), mode="nearest", align_corners=False)
-        x = _jitter(x, uniform(1 - c.brightness, 1 + c.brightness).clamp(min=0), uniform(1 - c.contrast, 1 + c.contrast).clamp(min=0))
+        brightness = uniform(1 - c.brightness, 1 + c.brightness).clamp(min=0)
+        x = _jitter(x, brightness, uniform(1 - c.contrast, 1 + c.contrast).clamp(min=0))
         x = _levels(_blur(x, uniform(0.1, 1.0), torch.rand(b) < c.blur_p, 3 if min(h, w) < 32 else 5))
         return _erase(x * 2 - 1, torch.rand(b) < c.erase_p)
 
@@ -153,7 +165,10 @@ def _jitter(x: torch.Tensor, brightness: torch.Tensor, contrast: torch.Tensor) -
         return _floor_levels((y * brightness).clamp(0, 1))
 
     def contrasted(y: torch.Tensor) -> torch.Tensor:
-        grey = y.mean(1, keepdim=True) if y.shape[1] == 1 else (y * _LUMA.to(y)[None, :, None, None]).sum(1, keepdim=True)
+        if y.shape[1] == 1:
+            grey = y.mean(1, keepdim=True)
+        else:
+            grey = (y * _LUMA.to(y)[None, :, None, None]).sum(1, keepdim=True)
         mean = grey.mean(dim=(2, 3), keepdim=True)
         return _floor_levels((mean + (y - mean) * contrast).clamp(0, 1))
 

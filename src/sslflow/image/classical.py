@@ -32,7 +32,11 @@ def predict_proba(model: dict[str, np.ndarray], images: np.ndarray) -> np.ndarra
 
 
 def save(model: dict[str, np.ndarray], path: Path) -> None:
-    write_with(path, lambda tmp: np.savez(open(tmp, "wb"), **model))
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: given a path, np.savez would append .npz to it
+            np.savez(f, **model)
+
+    write_with(path, write)
 
 
 def load(path: Path) -> dict[str, np.ndarray]:

@@ -229,13 +229,13 @@ def load_idx(folder: Path) -> Fetched:
         found = [_find_idx(folder, f"{prefix}-{kind}") for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")]
         if prefix == "t10k" and found == [None, None]:
             continue
-        for f, kind in zip(found, ("images-idx3-ubyte", "labels-idx1-ubyte")):
+        for f, kind in zip(found, ("images-idx3-ubyte", "labels-idx1-ubyte"), strict=True):
             if f is None:
                 raise SslflowError(f"IDX file not found: {folder / f'{prefix}-{kind}'} (nor .gz)")
         pairs.append(found)
 
     images, labels, is_test, inputs = [], [], [], []
-    for (image_file, label_file), test in zip(pairs, (False, True)):
+    for (image_file, label_file), test in zip(pairs, (False, True), strict=False):  # no t10k pair: train alone
         x = read_idx(image_file, IDX_IMAGES_MAGIC)  # (n, H, W)
         y = read_idx(label_file, IDX_LABELS_MAGIC)  # (n,)
         if len(x) != len(y):

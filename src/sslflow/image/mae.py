@@ -24,7 +24,7 @@ class MAE(nn.Module):
                 decoder_num_hidden_layers=decoder_depth, decoder_num_attention_heads=cfg.heads,
                 decoder_intermediate_size=4 * cfg.width,
             )
-        )  # fmt: skip
+        )
 
     def forward(self, x: torch.Tensor, noise: torch.Tensor | None = None):
         """transformers' output: loss, logits (B, L, p*p*C) for every patch, mask (B, L) with 1 = masked."""

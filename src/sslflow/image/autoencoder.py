@@ -23,10 +23,15 @@ class ConvDecoder(nn.Module):
         self.fc = nn.Linear(in_dim, math.prod(self.grid))
         self.net = nn.Sequential(
             nn.ReLU(inplace=True),
-            nn.ConvTranspose2d(4 * w, 2 * w, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(2 * w), nn.ReLU(inplace=True),
-            nn.ConvTranspose2d(2 * w, w, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
-            nn.Conv2d(w, out_channels, 3, padding=1), nn.Tanh(),
-        )  # fmt: skip
+            nn.ConvTranspose2d(4 * w, 2 * w, 4, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(2 * w),
+            nn.ReLU(inplace=True),
+            nn.ConvTranspose2d(2 * w, w, 4, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(w),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(w, out_channels, 3, padding=1),
+            nn.Tanh(),
+        )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = self.net(self.fc(z).view(len(z), *self.grid))  # (B, C, 4 * ceil(H/4), 4 * ceil(W/4))

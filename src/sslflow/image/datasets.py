@@ -1,5 +1,5 @@
 """Torch datasets over uint8 image arrays (N, C, H, W): in memory, memory-mapped, or rows read on demand
-(sslflow.npyrows)."""
+(sslflow.image.npyrows)."""
 
 from collections.abc import Callable
 

@@ -1,6 +1,7 @@
 """The label-efficiency sweep: a cell is one variant at one label budget, over several label draws. A variant is
 a pretraining method's encoder fine-tuned (supervised, or with a method that uses the unlabeled pool too), or
-probed linearly, or a baseline (scratch, also with the pool methods, and classical). The table and the curve gather the cells: test macro-F1 against labels per class.
+probed linearly, or a baseline (scratch, also with the pool methods, and classical). The table and the curve
+gather the cells: test macro-F1 against labels per class.
 """
 
 import functools
@@ -17,8 +18,8 @@ from sklearn.linear_model import LogisticRegression
 from sslflow.atomic import write_json, write_text
 from sslflow.config import Finetune
 from sslflow.errors import SslflowError
-from sslflow.finetune import clone_init, fit_method, predict_proba, train_classifier
 from sslflow.heads import Classifier
+from sslflow.image.finetune import clone_init, fit_method, predict_proba, train_classifier
 from sslflow.report import per_class
 from sslflow.runtime import Runtime
 from sslflow.splits import draw_budget
@@ -41,7 +42,9 @@ def probe(method: str) -> str:
     return method + SUFFIX["probe"]
 
 
-def linear_probe(train: np.ndarray, labels: np.ndarray, test: np.ndarray, num_classes: int, c: float, seed: int) -> np.ndarray:
+def linear_probe(
+    train: np.ndarray, labels: np.ndarray, test: np.ndarray, num_classes: int, c: float, seed: int
+) -> np.ndarray:
     """The linear evaluation of SSL papers: multinomial logistic regression on L2-normalized frozen embeddings
     (N, D). Returns test probabilities (M, num_classes); classes absent from `labels` get 0."""
 
@@ -87,11 +90,12 @@ def capped_train(ft: Finetune, max_steps: int | None, runtime: Runtime, log: Log
     fit = functools.partial(
         train_classifier, augment_cfg=ft.augment, optim=ft.optim, encoder_lr_scale=ft.encoder_lr_scale,
         batch_size=ft.batch_size, runtime=runtime, log=log, generator=generator,
-    )  # fmt: skip
+    )
 
     def train(model, images, labels, weights, *, epochs: int = ft.epochs, prefix: str):
         cap = functools.partial(capped_epochs, len(images), ft.batch_size, max_steps=max_steps)
-        return fit(model, images, labels, weights, epochs=cap(epochs), head_epochs=min(ft.head_epochs, cap(ft.head_epochs)), prefix=prefix)
+        head_epochs = min(ft.head_epochs, cap(ft.head_epochs))
+        return fit(model, images, labels, weights, epochs=cap(epochs), head_epochs=head_epochs, prefix=prefix)
 
     return train
 
@@ -122,7 +126,7 @@ Fit = Callable[[np.ndarray, int, Log, str], np.ndarray]  # (labeled indices, dra
 def finetuned(
     make_encoder: Callable[[], torch.nn.Module], feature_dim: int, method: str, *, ft: Finetune, max_steps: int | None,
     images: np.ndarray, labels: np.ndarray, pool: np.ndarray, test: np.ndarray, num_classes: int, runtime: Runtime,
-) -> Fit:  # fmt: skip
+) -> Fit:
     """A Fit: a classifier on make_encoder() fitted to the draw's labeled images with finetune.method `method`
     (supervised fits capped at `max_steps`), returning its test probabilities."""
 
@@ -133,7 +137,7 @@ def finetuned(
             method, clone_init(runtime.prepare(init)), (images[idx], labels[idx]), pool, cfg=ft,
             train=capped_train(ft, max_steps, runtime, log, generator), teacher=None, batch_size=ft.batch_size,
             runtime=runtime, log=log, generator=generator, prefix=prefix,
-        )  # fmt: skip
+        )
         return predict_proba(model, test, runtime)
 
     return fit
@@ -142,7 +146,7 @@ def finetuned(
 def run_cell(
     fitters: dict[str, tuple[str, Fit]], *, budget: int | str, train_y: np.ndarray, test_y: np.ndarray,
     classes: list[str], draws: int, label_seed: int, seed: int, log: Log, out: Path,
-) -> list[dict]:  # fmt: skip
+) -> list[dict]:
     """Every variant {name: (kind, fit)} of one cell over `draws` label draws, scored on test: draw d takes label
     seed `label_seed` + d and torch seed `seed` + d (a new initialization and data order too). Writes
     out/<variant>.json (summarize) and returns those cells."""
@@ -153,13 +157,21 @@ def run_cell(
             torch.manual_seed(seed + d)
             start = time.perf_counter()
             summary = per_class(test_y, fit(idx, d, log, f"{name}/draw{d}"), classes)["summary"]
-            results[name].append({"label_seed": label_seed + d, "labeled": len(idx), "macro_f1": summary["macro_f1"],
-                                  "accuracy": summary["accuracy"], "wall_s": time.perf_counter() - start})  # fmt: skip
+            results[name].append(
+                {
+                    "label_seed": label_seed + d,
+                    "labeled": len(idx),
+                    "macro_f1": summary["macro_f1"],
+                    "accuracy": summary["accuracy"],
+                    "wall_s": time.perf_counter() - start,
+                }
+            )
             log({f"{name}/macro_f1": summary["macro_f1"], f"{name}/accuracy": summary["accuracy"]}, d)
     cells = [summarize(name, fitters[name][0], budget, len(classes), r) for name, r in results.items()]
     for cell in cells:
         write_json(out / f"{cell['variant']}.json", cell)
-        log({f"{cell['variant']}/macro_f1_mean": cell["macro_f1_mean"], f"{cell['variant']}/macro_f1_std": cell["macro_f1_std"]}, draws)
+        variant = cell["variant"]
+        log({f"{variant}/macro_f1_mean": cell["macro_f1_mean"], f"{variant}/macro_f1_std": cell["macro_f1_std"]}, draws)
     return cells
 
 
@@ -221,7 +233,8 @@ def plot_csvs(tab: dict) -> dict[str, str]:
     frames: dict[str, dict] = {}
     for variant, row in tab["variants"].items():
         name, column = _csv_column(variant, row["kind"])
-        frame = frames.setdefault(name, {"labels_per_class": [row[b]["labels_per_class"] for b in tab["budgets"] if b in row]})
+        labels_per_class = [row[b]["labels_per_class"] for b in tab["budgets"] if b in row]
+        frame = frames.setdefault(name, {"labels_per_class": labels_per_class})
         frame[column] = [row[b]["macro_f1_mean"] for b in tab["budgets"] if b in row]
     return {name: pd.DataFrame(frame).to_csv(index=False) for name, frame in frames.items()}
 
@@ -239,10 +252,16 @@ def markdown(tab: dict) -> str:
     head = "| variant | " + " | ".join(f"{b} / class" for b in tab["budgets"]) + " | wall s |"
     lines = [head, "|---" * (len(tab["budgets"]) + 2) + "|"]
     for variant, row in tab["variants"].items():
-        cells = [f"{row[b]['macro_f1_mean']:.3f} ± {row[b]['macro_f1_std']:.3f}" if b in row else "" for b in tab["budgets"]]
+        cells = [
+            f"{row[b]['macro_f1_mean']:.3f} ± {row[b]['macro_f1_std']:.3f}" if b in row else "" for b in tab["budgets"]
+        ]
         wall = sum(row[b]["wall_s"] for b in tab["budgets"] if b in row)
         lines.append(f"| {variant} | " + " | ".join(cells) + f" | {wall:.0f} |")
-    lines += ["", "test macro-F1, mean ± std over label draws; wall s: fine-tuning and scoring, all draws and budgets", ""]
+    lines += [
+        "",
+        "test macro-F1, mean ± std over label draws; wall s: fine-tuning and scoring, all draws and budgets",
+        "",
+    ]
     for b, best in tab["best"].items():
         gaps = ", ".join(f"{best[f'minus_{base}']:+.3f} vs {base}" for base in BASELINES if f"minus_{base}" in best)
         lines.append(f"- {b} / class: best pretrained {best['best_pretrained']} {best['macro_f1']:.3f} ({gaps})")

@@ -3,8 +3,8 @@
 import numpy as np
 import torch
 
+from sslflow.image.views import normalize
 from sslflow.runtime import Runtime
-from sslflow.views import normalize
 
 
 @torch.no_grad()

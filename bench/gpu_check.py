@@ -123,7 +123,7 @@ def image_pipeline(project: Project, reference: dict | None) -> dict:
 
 
 def mlm_segment(project: Project, steps: int) -> dict:
-    overrides = {"base": {"modality": "text"}, "text": {"pretrain": {"max_steps": steps}}}
+    overrides = {"text": {"pretrain": {"max_steps": steps}}}
     for name in ("fetch", "preprocess"):
         project.stage("text", name, overrides)
     seconds = project.stage("text", "pretrain", overrides)

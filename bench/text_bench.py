@@ -101,7 +101,7 @@ def main() -> None:
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="text-bench-"))
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["base"].update(modality="text", experiment="text-bench")
+    params["base"].update(experiment="text-bench")
     if args.method:
         params["text"]["finetune"]["method"] = args.method
 

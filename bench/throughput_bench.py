@@ -35,8 +35,8 @@ import yaml
 from sslflow import config
 from sslflow.encoders import EncoderConfig, build_encoder
 from sslflow.image.datasets import Images
-from sslflow.image.losses import ntxent
-from sslflow.image.simclr import SimCLR, simclr_step
+from sslflow.image.methods.losses import ntxent
+from sslflow.image.methods.simclr import SimCLR, simclr_step
 from sslflow.image.views import TwoViews, augment
 from sslflow.optim import build_optimizer, build_schedule
 from sslflow.runtime import Runtime, resolve, seed_everything

@@ -38,7 +38,7 @@ def main() -> int:
         if out.returncode != 0:
             print(f"error: dvc status {pipeline} failed: {out.stderr.strip()}", file=sys.stderr)
             return 2
-        found += [f"{pipeline}:{line}" for line in stale(json.loads(out.stdout or "{}"))]
+        found += stale(json.loads(out.stdout or "{}"))  # stage names carry their dvc.yaml (but the root's)
     for line in found:
         print(f"stale: {line}", file=sys.stderr)
     if found:

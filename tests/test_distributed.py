@@ -17,8 +17,8 @@ from torch.utils.data import DataLoader, SequentialSampler, TensorDataset
 from sslflow import distributed
 from sslflow.config import Base
 from sslflow.errors import SslflowError
-from sslflow.image.losses import ntxent
-from sslflow.image.simclr import simclr_step
+from sslflow.image.methods.losses import ntxent
+from sslflow.image.methods.simclr import simclr_step
 from sslflow.runtime import resolve
 from sslflow.sampling import EpochSampler
 from sslflow.train import fit

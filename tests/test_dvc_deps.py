@@ -1,5 +1,6 @@
 """Every pipeline stage's code deps are exactly what it runs: the stage script and the project modules it imports,
-transitively, as read from the source (no import runs). Training stages do not depend on operational params."""
+transitively, as read from the source (no import runs); a folder dep is right only if the stage imports every
+module in it. Training stages do not depend on operational params."""
 
 import ast
 import shlex
@@ -67,8 +68,13 @@ def stages(pipeline: str) -> list[tuple[str, Path, dict]]:
 
 
 def declared_code(wdir: Path, stage: dict) -> set[str]:
-    paths = {str((wdir / d).resolve().relative_to(REPO)) for d in stage.get("deps", [])}
-    return {p for p in paths if p.startswith(("src/", "stages/"))}
+    """The code files a stage's deps name; a folder names every (non-empty) module in it."""
+    found = set()
+    for dep in stage.get("deps", []):
+        path = (wdir / dep).resolve()
+        files = sorted(f for f in path.rglob("*.py") if f.stat().st_size > 0) if path.is_dir() else [path]
+        found |= {str(f.relative_to(REPO)) for f in files}
+    return {p for p in found if p.startswith(("src/", "stages/"))}
 
 
 def script_of(wdir: Path, stage: dict) -> Path:

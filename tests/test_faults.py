@@ -29,7 +29,7 @@ FAULTS = {
 CKPT = Path("checkpoints") / "pretrain"
 NAN_FROM_STEP = """
 import runpy, sys
-import sslflow.image.simclr as simclr
+import sslflow.image.methods.simclr as simclr
 real, calls = simclr.ntxent, [0]
 def ntxent(*args, **kwargs):
     calls[0] += 1

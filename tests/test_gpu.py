@@ -10,7 +10,7 @@ from conftest import make_project, run_stage
 from sslflow.config import Augment, Base
 from sslflow.encoders import EncoderConfig, build_encoder
 from sslflow.image.batch_views import SimCLRView
-from sslflow.image.simclr import SimCLR, simclr_step
+from sslflow.image.methods.simclr import SimCLR, simclr_step
 from sslflow.runtime import resolve
 from sslflow.train import to_device
 

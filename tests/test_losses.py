@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sslflow.image.losses import ntxent
+from sslflow.image.methods.losses import ntxent
 
 
 def ntxent_reference(z0: torch.Tensor, z1: torch.Tensor, tau: float) -> torch.Tensor:

@@ -23,10 +23,10 @@ from sslflow.errors import SslflowError
 from sslflow.heads import Classifier
 from sslflow.image import label_efficiency as le
 from sslflow.image import methods, pictures
-from sslflow.image.autoencoder import ConvDecoder, reconstruction_mse
 from sslflow.image.datasets import Images
-from sslflow.image.mae import MAE
-from sslflow.image.vae import gaussian_kl, negative_elbo
+from sslflow.image.methods.autoencoder import ConvDecoder, reconstruction_mse
+from sslflow.image.methods.mae import MAE
+from sslflow.image.methods.vae import gaussian_kl, negative_elbo
 from sslflow.optim import build_optimizer, build_schedule
 from sslflow.runtime import resolve, seed_everything
 from sslflow.train import fit
@@ -340,7 +340,7 @@ def test_the_sweep_runs_with_its_driver_and_stays_out_of_every_pipeline(tmp_path
     out = tmp_path / "label_efficiency"
     driver = str(REPO / "bench" / "label_efficiency.py")
     _sh(project, sys.executable, driver, "--continue", str(project), "--draws", "2", "--out", str(out))
-    table = json.loads(out.with_suffix(".json").read_text())
+    table = json.loads(out.with_suffix(".json").read_text())["table"]
     assert table["budgets"] == ["2", "all"]
     expected = {
         "autoencoder", "mae", "autoencoder-probe", "mae-probe", "autoencoder-fixmatch", "autoencoder-distill",

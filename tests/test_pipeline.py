@@ -30,6 +30,11 @@ def test_dvc_repro_end_to_end(tmp_path):
     assert _ran(_sh(project, "dvc", "repro").stdout) == []
 
     params = yaml.safe_load((project / "params.yaml").read_text())
+    params["base"].update(experiment="renamed", num_workers=2)  # operational: where runs go, how data loads
+    params["pretrain"]["train"]["checkpoint_every"] = 7
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert json.loads(_sh(project, "dvc", "status", "--json", "dvc.yaml").stdout) == {}
+
     params["finetune"]["labels_per_class"] = 2
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     rerun = _ran(_sh(project, "dvc", "repro").stdout)

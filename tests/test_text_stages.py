@@ -316,6 +316,12 @@ def test_dvc_repro_text_end_to_end(tmp_path):
     assert ran[:5] == [f"text/dvc.yaml:{stage}" for stage in STAGES]
     metrics = json.loads((project / "text/reports/metrics.json").read_text())
     assert {"ssl", "scratch", "classical", "lift"} <= set(metrics)
+    # The image pipeline beside it, then both: each track keeps its own lock, so neither reruns the other.
+    for args in (["dvc", "repro"], ["dvc", "repro", "--all-pipelines"]):
+        proc = subprocess.run(args, cwd=project, env=env_for(project), capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "Running stage" not in proc.stdout
+    assert (project / "reports/metrics.json").is_file() and (project / "text/dvc.lock").is_file()
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ from sslflow.heads import Classifier
 from sslflow.image import classical
 from sslflow.image.datasets import Images
 from sslflow.image.finetune import predict_proba, train_classifier
-from sslflow.image.simclr import SimCLR, simclr_step
+from sslflow.image.methods.simclr import SimCLR, simclr_step
 from sslflow.image.views import TwoViews, augment
 from sslflow.optim import build_optimizer, build_schedule, schedule_warning
 from sslflow.runtime import resolve, seed_everything

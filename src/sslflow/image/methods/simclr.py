@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from sslflow.heads import ProjectionHead
-from sslflow.image.losses import ntxent
+from sslflow.image.methods.losses import ntxent
 
 
 class SimCLR(nn.Module):

@@ -14,8 +14,8 @@ from torch import nn
 from sslflow.config import Pretrain
 from sslflow.encoders import EncoderConfig, build_encoder
 from sslflow.errors import SslflowError
-from sslflow.image import autoencoder, mae, simclr, vae
 from sslflow.image.batch_views import SimCLRView
+from sslflow.image.methods import autoencoder, mae, simclr, vae
 from sslflow.image.views import TwoViews, augment, normalize
 
 

@@ -9,7 +9,7 @@ values the beta-VAE (Higgins et al., 2017, https://openreview.net/forum?id=Sy2fz
 import torch
 from torch import nn
 
-from sslflow.image.autoencoder import ConvDecoder
+from sslflow.image.methods.autoencoder import ConvDecoder
 
 
 class VAE(nn.Module):

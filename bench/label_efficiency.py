@@ -5,7 +5,7 @@ wall time, on the default data.
     python bench/label_efficiency.py [--draws 3] [--budgets 1 5 10 40 all] [--methods simclr ...]
         [--pool-methods fixmatch distill] [--jobs 2] [--out bench/label_efficiency]
 
-It runs the sweep's commands (the same as sweep/dvc.yaml) as subprocesses in a temporary copy of the project,
+It runs the sweep's commands (stages/image/sweep.py and friends) as subprocesses in a temporary copy of the project,
 so the workspace is untouched, timing each; then writes <out>.json, <out>.md and <out>.png. The best
 pretrained variant is compared with the best classical baseline of the image-pipeline benchmark (logistic
 regression / RBF SVM / label spreading), given as REFERENCE.

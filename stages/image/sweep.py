@@ -1,4 +1,4 @@
-"""sweep: one cell of the label-efficiency sweep (sweep/dvc.yaml): variants at one label budget, over
+"""sweep: one cell of the label-efficiency sweep (bench/label_efficiency.py): variants at one label budget, over
 `sweep.draws` label draws, scored on the test split.
 
     python stages/image/sweep.py ssl --method M --encoder DIR --budget B --out DIR         # M, M-probe

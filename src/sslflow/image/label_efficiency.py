@@ -101,7 +101,7 @@ def capped_train(ft: Finetune, max_steps: int | None, runtime: Runtime, log: Log
 
 
 def cell_path(root: Path, budget: int | str, variant: str) -> Path:
-    """Where a cell's result lives; sweep/dvc.yaml names the same paths."""
+    """Where a cell's result lives; bench/label_efficiency.py names the same paths."""
     return Path(root) / str(budget) / f"{variant}.json"
 
 
@@ -182,7 +182,7 @@ def gather(root: Path, budgets: Sequence[int | str], variants: Sequence[str]) ->
         for variant in variants:
             path = cell_path(root, budget, variant)
             if not path.is_file():
-                raise SslflowError(f"sweep cell {path} not found: run `dvc repro sweep/dvc.yaml`")
+                raise SslflowError(f"sweep cell {path} not found: run `python bench/label_efficiency.py`")
             cells.append(json.loads(path.read_text()))
     return cells
 

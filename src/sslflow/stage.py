@@ -72,17 +72,18 @@ def pretrain(
     checkpoints = Checkpoints(
         checkpoint_dir, every=cfg.train.checkpoint_every, keep=cfg.train.keep_checkpoints, fingerprint=made_with
     )
-    latest = checkpoints.latest
     announce(stage, "", batch, unit)
-    tracking = stage_run(
-        stage, run_name=run_name, experiment=base.experiment, params=cfg.model_dump(), upstream="preprocess",
-        tags=tags, data=(prepared, tags["sslflow.data_hash"], "pool"),
-        resume_run_id=latest.run_id if latest else None, resume_step=latest.step if latest else None,
-    )
-    with (
-        distributed.on_main(checkpoints) as saving,
-        distributed.on_main(tracking, distributed.Silent()) as tracker,
-    ):
+
+    def tracking():  # opened once the checkpoints are held: only then is their newest one known
+        latest = checkpoints.latest
+        run = stage_run(
+            stage, run_name=run_name, experiment=base.experiment, params=cfg.model_dump(), upstream="preprocess",
+            tags=tags, data=(prepared, tags["sslflow.data_hash"], "pool"),
+            resume_run_id=latest.run_id if latest else None, resume_step=latest.step if latest else None,
+        )
+        return distributed.on_main(run, distributed.Silent())
+
+    with distributed.on_main(checkpoints) as saving, tracking() as tracker:
         checkpoints.run_id = tracker.run_id
         summary = fit(
             model=model, step=make_step(torch.compile(model) if runtime.compile else model), loader=loader,

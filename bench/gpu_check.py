@@ -6,7 +6,7 @@
 2. The default image pipeline on the embedded data (fetch, preprocess, then the timed pretrain, finetune and
    evaluate) on the device at `base.precision: auto` (bf16 on CUDA): wall time per stage, pretraining's
    images/s, data wait vs compute, peak device memory, and every model's test macro-F1 beside the CPU run's
-   (the committed reports/metrics.json, same seeds and params; bf16 is not bit-identical, so the difference
+   (the committed reports/metrics/, same seeds and params; bf16 is not bit-identical, so the difference
    is what to read).
 3. One MLM pretraining segment (BBC News, `text.pretrain.max_steps` = --mlm-steps) with the same measures.
 4. torch.compile off and on: two epochs of image pretraining each, wall time and the second epoch's images/s.
@@ -30,6 +30,8 @@ from pathlib import Path
 
 import torch
 import yaml
+
+from sslflow.metrics import read as read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -107,7 +109,7 @@ def cuda_tests() -> dict:
 
 def image_pipeline(project: Project, reference: dict | None) -> dict:
     times = {name: project.stage("image", name) for name in ("fetch", "preprocess", "pretrain", "finetune", "evaluate")}
-    metrics = project.json("reports/metrics.json")
+    metrics = read_metrics(project.path / "reports")
     f1 = {model: round(m["macro_f1"], 4) for model, m in metrics.items() if model != "lift"}
     out = {
         "stages_s": times,
@@ -194,7 +196,7 @@ def main() -> None:
     params = merge(params, {"base": {"device": args.device, "precision": "auto"}})
     if args.profile == "tiny":
         params = merge(params, TINY)
-    reference = json.loads((REPO / "reports" / "metrics.json").read_text()) if args.profile == "default" else None
+    reference = read_metrics(REPO / "reports") if args.profile == "default" else None
     start = time.perf_counter()
     result = {"profile": args.profile, "machine": machine(args.device), "date": time.strftime("%Y-%m-%d %H:%M")}
     with tempfile.TemporaryDirectory() as tmp:

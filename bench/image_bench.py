@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from sslflow.metrics import read as read_metrics
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -75,7 +77,7 @@ def main() -> None:
             (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
             run_stage(project, "finetune", env)
             run_stage(project, "evaluate", env)
-            metrics = json.loads((project / "reports" / "metrics.json").read_text())
+            metrics = read_metrics(project / "reports")
             scores = {m: v["macro_f1"] for m, v in metrics.items() if m != "lift"}
             draws.append(scores | {f"lift/{k}": v for k, v in metrics["lift"].items()})
             print(f"labels/class {budget} draw {draw}: {draws[-1]}", flush=True)

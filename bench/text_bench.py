@@ -21,6 +21,8 @@ from pathlib import Path
 
 import yaml
 
+from sslflow.metrics import read as read_metrics
+
 REPO = Path(__file__).resolve().parents[1]
 WIKIGOLD = REPO.parent / "shared" / "data" / "wikigold" / "wikigold.conll.txt"
 
@@ -46,7 +48,7 @@ def sweep(project: Path, params: dict, budgets: list[int], seeds: int, score: st
             params["text"]["finetune"].update(labels_per_class=budget, label_seed=seed)
             stage("finetune", project, params, times)
             stage("evaluate", project, params, times)
-            metrics = json.loads((project / "reports" / "metrics.json").read_text())
+            metrics = read_metrics(project / "reports")
             val = json.loads((project / "reports" / "finetune.json").read_text())
             for model in (m for m in metrics if m != "lift"):
                 results.setdefault(budget, {}).setdefault(model, []).append(metrics[model][score])

@@ -1,7 +1,9 @@
-"""promote: move the registry alias `champion` to the `challenger` that evaluate registered, if it passes the gate.
+"""promote: move the registry alias `champion` to the version this workspace's evaluate registered (its run id is
+in reports/lineage/evaluate.json; without it, the `challenger`), if it passes the gate.
 
 The same for every track: `python stages/promote.py` (image, dvc.yaml) or `--track text` (text/dvc.yaml, which
-registered model `text.task` picks), run from the track's directory.
+registered model `text.task` picks), run from the track's directory. Decisions are serialised by a lock, and
+any version left undecided (a killed or concurrent run) is decided too (tracking/registry.py).
 Writes reports/promotion.json; any registry problem stops it before an alias changes (exit code 2).
 """
 
@@ -12,10 +14,10 @@ from sslflow.atomic import write_json
 from sslflow.cli import run
 from sslflow.errors import SslflowError
 from sslflow.paths import Layout
-from sslflow.promotion import decide, report
+from sslflow.promotion import report
 from sslflow.text.config import Text
 from sslflow.tracking import read_lineage
-from sslflow.tracking.registry import CHALLENGER, CHAMPION, ModelRegistry
+from sslflow.tracking.registry import CHALLENGER, ModelRegistry, decide_all
 
 
 def main() -> None:
@@ -29,20 +31,20 @@ def main() -> None:
     name = reg.model_name(track)
 
     registry = ModelRegistry(name)
-    challenger = registry.candidate(CHALLENGER)
-    if challenger is None:
-        raise SslflowError(f"no version of '{name}' has the alias '{CHALLENGER}'; run the evaluate stage first")
-    evaluated = read_lineage("evaluate").get("run_id")
-    if evaluated and evaluated != challenger.run_id:
-        raise SslflowError(
-            f"the challenger (version {challenger.version}, run {challenger.run_id}) is not the model this "
-            f"workspace evaluated (run {evaluated}); rerun evaluate"
-        )
-    champion = registry.candidate(CHAMPION)
     thresholds = {"min_delta": cfg.min_delta, "min_class_recall": cfg.min_class_recall}
-    decision = decide(challenger, champion, **thresholds)
-
-    registry.settle(decision, challenger)
+    evaluated = read_lineage("evaluate").get("run_id")
+    with registry.deciding():
+        if evaluated:
+            challenger = registry.evaluated_by(evaluated)
+            if challenger is None:
+                raise SslflowError(
+                    f"no version of '{name}' is the model this workspace evaluated (run {evaluated}); rerun evaluate"
+                )
+        else:  # evaluate's record is missing (promote run by hand in a fresh copy): the latest registered version
+            challenger = registry.candidate(CHALLENGER)
+            if challenger is None:
+                raise SslflowError(f"no version of '{name}' has the alias '{CHALLENGER}'; run the evaluate stage first")
+        decision, champion = decide_all(registry, challenger, **thresholds)
     write_json(layout.reports / "promotion.json", report(decision, challenger, champion, **thresholds))
     outcome = "is champion" if decision.promote else "stays challenger"
     print(f"promote: {name} version {challenger.version} {outcome}: {decision.reason}")

@@ -17,6 +17,7 @@ from playwright.sync_api import sync_playwright
 from servers import local_server
 from test_serving import NAME, NO_RECALL_FLOOR, crown, promote, set_params
 
+from sslflow.metrics import read as read_metrics
 from sslflow.splits import data_hash
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,7 +49,7 @@ def evaluated(project: Path) -> dict:
     """The last evaluate run: its id and the ssl model's macro-F1 it reported."""
     return {
         "run_id": json.loads((project / "reports" / "lineage" / "evaluate.json").read_text())["run_id"],
-        "macro_f1": json.loads((project / "reports" / "metrics.json").read_text())["ssl"]["macro_f1"],
+        "macro_f1": read_metrics(project / "reports")["ssl"]["macro_f1"],
     }
 
 

@@ -178,12 +178,56 @@ def test_a_pickle_payload_is_refused(tmp_path):
     }
     (directory / "step-00000003.json").write_text(json.dumps(marker))
     with (
-        pytest.raises(SslflowError, match="refusing to load .*step-00000003.pt: it holds pickled objects"),
+        pytest.raises(SslflowError, match="refusing to load .*step-00000003.pt: it holds pickled objects") as refused,
         Checkpoints(directory, every=3, keep=2, fingerprint="fp"),
     ):
         pass
     assert not Exploit.sentinel.exists()
+    assert "posix.system" in str(refused.value) and "weights_only" not in str(refused.value)  # no advice to unpickle
     assert not (directory / ".lock").exists()  # refused on entry: the lock is released
+
+
+def forge(directory: Path, step: int, data: bytes) -> None:
+    """Put `data` at step `step` behind a completion marker that matches it (size, sha256, fingerprint)."""
+    (directory / f"step-{step:08d}.pt").write_bytes(data)
+    marker = {
+        "step": step, "size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "fingerprint": "fp", "run_id": None
+    }
+    (directory / f"step-{step:08d}.json").write_text(json.dumps(marker))
+
+
+def test_random_bytes_behind_a_forged_marker_fall_back_with_one_warning(tmp_path, capsys):
+    train(tmp_path)  # checkpoints 12 and 15
+    forge(tmp_path, 18, np.random.default_rng(0).bytes(5000))
+    with Checkpoints(tmp_path, every=3, keep=2, fingerprint="fp") as checkpoints:
+        assert checkpoints.latest.step == 15
+        assert checkpoints.restore({})["step"] == 15
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "step-00000018.pt" in warnings[0] and "falling back" in warnings[0], err
+    assert "weights_only" not in err and "pickled objects" not in err
+
+
+def test_a_damaged_archive_behind_a_forged_marker_falls_back(tmp_path, capsys):
+    train(tmp_path)
+    data = bytearray((tmp_path / "step-00000015.pt").read_bytes())
+    data[100:400] = bytes(300)  # still a zip, but its entries are torn
+    forge(tmp_path, 18, bytes(data))
+    with Checkpoints(tmp_path, every=3, keep=2, fingerprint="fp") as checkpoints:
+        assert checkpoints.latest.step == 15
+    err = capsys.readouterr().err
+    assert "step-00000018.pt" in err and "falling back" in err and "weights_only" not in err
+
+
+def test_forged_checkpoints_only_start_fresh(tmp_path, capsys):
+    forge(tmp_path, 3, np.random.default_rng(1).bytes(300))
+    buffer = io.BytesIO()
+    torch.save(torch.zeros(3), buffer)  # a genuine tensor file, but not a checkpoint
+    forge(tmp_path, 6, buffer.getvalue())
+    with Checkpoints(tmp_path, every=3, keep=2, fingerprint="fp") as checkpoints:
+        assert checkpoints.latest is None and checkpoints.restore({}) == {}
+    err = capsys.readouterr().err
+    assert "step-00000006.pt is not in format 1" in err and "step-00000003.pt is not a PyTorch checkpoint" in err
 
 
 def test_rng_state_survives_weights_only_loading(tmp_path):

@@ -66,7 +66,53 @@ def write_wrong_magic(project):
         (folder / name).write_bytes((0x0BADBEEF).to_bytes(4, "big") + bytes(8))
 
 
+def write_one_class_folder(project):
+    """An imagefolder source with a single class subdirectory: fine for fetch's reader, useless for a classifier."""
+    from PIL import Image
+
+    folder = project / "pets" / "cats"
+    folder.mkdir(parents=True)
+    for i in range(6):
+        Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(folder / f"{i}.png")
+
+
+def write_raw_arrays(project, labels, classes, test_mask=None):
+    """data/raw as an older fetch could have left it (write_raw itself now refuses one class)."""
+    raw = project / "data" / "raw"
+    images = np.zeros((len(labels), 1, 8, 8), np.uint8)
+    labels = np.asarray(labels, np.int64)
+    for name, array in (("images", images), ("labels", labels), ("test_mask", test_mask)):
+        if array is not None:
+            np.save(raw / f"{name}.npy", array, allow_pickle=False)
+    (raw / "classes.json").write_text(json.dumps(classes))
+    manifest = json.loads((raw / "manifest.json").read_text())
+    arrays = (raw / "images.npy").read_bytes() + (raw / "labels.npy").read_bytes()
+    manifest["sha256"] = hashlib.sha256(arrays).hexdigest()
+    manifest["test_count"] = None if test_mask is None else int(test_mask.sum())
+    (raw / "manifest.json").write_text(json.dumps(manifest))
+
+
+def write_one_class_raw(project):
+    write_raw_arrays(project, [0] * 20, ["cats"])
+
+
+def write_class_only_in_official_test(project):
+    labels = [0] * 10 + [1] * 10 + [2] * 4
+    write_raw_arrays(project, labels, ["a", "b", "c"], np.array([False] * 16 + [True] * 8))
+
+
 BAD_CASES = {
+    "one class folder": (
+        "fetch", "fetch:\n  source: imagefolder\n  path: pets\n", write_one_class_folder,
+        ["only class 'cats' (6) has examples", "at least two classes", "one subdirectory of fetch.path per class"],
+    ),
+    "one class in raw": (
+        "preprocess", GOOD_PARAMS, write_one_class_raw,
+        ["labels.npy", "only class 'cats' (20)", "at least two classes"],
+    ),
+    "no training example": (
+        "preprocess", GOOD_PARAMS, write_class_only_in_official_test, ["class 'c' has only 0 examples outside"],
+    ),
     "unknown source": ("fetch", "fetch:\n  source: kaggle\n", None, ["fetch.source", "kaggle"]),
     "unknown key": ("fetch", "fetch:\n  source: sklearn-digits\n  sauce: 1\n", None, ["fetch.sauce"]),
     "wrong type": ("preprocess", GOOD_PARAMS.replace("0.2", '"x"'), None, ["preprocess.test_fraction"]),

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from conftest import make_project, run_stage
 
+from sslflow.metrics import read as read_metrics
+
 
 def _digest(directory):
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.rglob("*")) if p.is_file()}
@@ -23,7 +25,7 @@ def test_outputs_of_every_stage(tiny_pipeline):
     # The default method uses the pool, so the supervised fits are saved beside it.
     assert {"ssl-supervised.safetensors", "scratch-supervised.safetensors"} <= finetuned
     assert json.loads((p / "models" / "finetuned" / "budget.json").read_text())["count"] == 30
-    metrics = json.loads((p / "reports" / "metrics.json").read_text())
+    metrics = read_metrics(p / "reports")
     models = {"ssl", "ssl-supervised", "scratch", "scratch-supervised", "classical"}
     assert set(metrics) == models | {"lift"}
     assert set(metrics["lift"]) == {"pretraining", "pool", "pool_from_scratch", "ssl_minus_classical"}

@@ -27,6 +27,7 @@ from sslflow.image.datasets import Images
 from sslflow.image.methods.autoencoder import ConvDecoder, reconstruction_mse
 from sslflow.image.methods.mae import MAE
 from sslflow.image.methods.vae import gaussian_kl, negative_elbo
+from sslflow.metrics import read as read_metrics
 from sslflow.optim import build_optimizer, build_schedule
 from sslflow.runtime import resolve, seed_everything
 from sslflow.train import fit
@@ -327,7 +328,7 @@ def test_an_mae_encoder_goes_through_finetune_and_evaluate(tmp_path):
     assert json.loads((project / "models" / "encoder" / "encoder.json").read_text())["arch"] == "vit"
     assert (project / "models" / "encoder" / "pretext.png").is_file()
     assert (project / "reports" / "figures" / "embedding_tsne.png").is_file()
-    metrics = json.loads((project / "reports" / "metrics.json").read_text())
+    metrics = read_metrics(project / "reports")
     assert 0 <= metrics["ssl"]["macro_f1"] <= 1
 
 

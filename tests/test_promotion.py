@@ -5,7 +5,7 @@ import pytest
 from sklearn.metrics import f1_score
 
 from sslflow.errors import SslflowError
-from sslflow.promotion import Candidate, decide, evidence_tags, report
+from sslflow.promotion import Candidate, Decision, decide, evidence_tags, recorded, report, verdict
 from sslflow.report import chance_macro_f1
 
 GATE = {"min_delta": 0.01, "min_class_recall": 0.5}
@@ -165,3 +165,12 @@ def test_a_degenerate_model_is_refused_with_the_reason_read_back_from_its_tags()
     assert not decision.promote and "degenerate model: it predicts one class" in decision.reason
     fine = Candidate.from_tags("3", {k: v for k, v in tags.items() if k != "sslflow.degenerate"})
     assert fine.degenerate is None and decide(fine, None, **GATE).promote
+
+
+def test_a_recorded_decision_reads_back_without_a_new_record():
+    """The REASON tag written for a decision, read back by a later promote, restates it and records nothing."""
+    tag = verdict(Decision(False, "not promoted: not better"))
+    assert tag == "kept out: not promoted: not better"
+    again = recorded(tag, is_champion=False)
+    assert not again.promote and not again.record and again.reason == "already decided: not promoted: not better"
+    assert recorded(verdict(Decision(True, "first model")), is_champion=True).promote

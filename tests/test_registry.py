@@ -186,7 +186,7 @@ def test_challenger_from_another_workspace_is_an_error(project, capsys):
     (project / "reports" / "lineage" / "evaluate.json").write_text(json.dumps({"run_id": "someone-else"}))
     with pytest.raises(SystemExit):
         promote(capsys)
-    assert "is not the model this workspace evaluated" in capsys.readouterr().err
+    assert "is the model this workspace evaluated (run someone-else)" in capsys.readouterr().err
     assert aliases(project) == {CHALLENGER: v1}
 
 
@@ -198,3 +198,105 @@ def test_credentials_stay_out_of_errors(project):
         MLFLOW_HTTP_REQUEST_TIMEOUT="5",
     )
     assert result.returncode == 2 and "secret" not in result.stderr.splitlines()[-1]
+
+
+def workspace(root: Path, store: Path, evaluated: str) -> Path:
+    """A workspace whose evaluate recorded the run `evaluated` in reports/lineage/evaluate.json (as stage_run
+    writes it), sharing the registry `store` with others, as `dvc queue start -j 2` copies do."""
+    root.mkdir()
+    (root / "params.yaml").write_text(PARAMS)
+    (root / "reports" / "lineage").mkdir(parents=True)
+    (root / "reports" / "lineage" / "evaluate.json").write_text(json.dumps({"run_id": evaluated, "pipeline_id": "p"}))
+    return root
+
+
+def decisions(project) -> dict[str, str]:
+    """version -> its recorded decision tag; also checks that no half-done decision is left."""
+    out = {}
+    for version in client(project).search_model_versions(f"name = '{NAME}'"):
+        assert "sslflow.promotion.pending" not in version.tags, version.tags
+        out[str(version.version)] = version.tags.get(REASON, "")
+    return out
+
+
+def test_concurrent_promotes_each_decide_the_version_their_evaluate_registered(project, tmp_path):
+    """Two queued experiments evaluate at once: both register (the `challenger` alias ends on the later one),
+    then both promote at once. Each decides its own version, each version gets exactly one decision, and the
+    champion is the best that passed the gate."""
+    v1 = register(project, 0.80)
+    assert promote_process(project).returncode == 0  # v1 becomes the first champion
+    v2, v3 = register(project, 0.90), register(project, 0.85)  # qa's, then qb's
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}"}
+    qa = workspace(tmp_path / "qa", project / "mlflow.db", "run-0.9")
+    qb = workspace(tmp_path / "qb", project / "mlflow.db", "run-0.85")
+    procs = [
+        subprocess.Popen([sys.executable, str(PROMOTE)], cwd=ws, env={**os.environ, **env}, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for ws in (qb, qa)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert aliases(project)[CHAMPION] == v2
+    reasons = decisions(project)
+    assert reasons[v1].startswith("promoted") and reasons[v2].startswith("promoted")
+    assert reasons[v3].startswith("kept out")
+    assert json.loads((qa / "reports" / "promotion.json").read_text())["challenger"]["version"] == v2
+    assert json.loads((qb / "reports" / "promotion.json").read_text())["challenger"]["version"] == v3
+
+
+def test_a_version_left_undecided_is_decided_by_the_next_promote(project, capsys):
+    """Evaluate registered v2, then its promote was killed (or never ran); v3's promote decides both, in order."""
+    v1 = register(project, 0.80, champion=True)
+    v2, v3 = register(project, 0.95), register(project, 0.90)
+    out = promote(capsys)
+    assert f"version {v3} stays challenger" in out
+    assert aliases(project)[CHAMPION] == v2
+    reasons = decisions(project)
+    assert reasons[v2].startswith("promoted:") and "vs 0.8000 of champion version " + v1 in reasons[v2]
+    assert reasons[v3].startswith("kept out:") and f"champion version {v2}" in reasons[v3]
+
+
+def test_a_decision_cut_after_the_alias_moved_is_finished(project, capsys):
+    """Killed after moving `champion` and before recording why: the next promote records the decision."""
+    register(project, 0.80, champion=True)
+    v2 = register(project, 0.95)
+    client(project).set_model_version_tag(NAME, v2, "sslflow.promotion.pending", "promoted: gain +0.15")
+    client(project).set_registered_model_alias(NAME, CHAMPION, v2)
+    assert f"version {v2} is champion" in promote(capsys)
+    assert decisions(project)[v2] == "promoted: gain +0.15"
+    assert aliases(project)[CHAMPION] == v2
+
+
+def test_a_decision_cut_before_the_alias_moved_is_rolled_back_and_redone(project, capsys):
+    """Killed after writing the intent and before moving `champion`: no tag may say promoted while the alias
+    points elsewhere; the next promote drops the intent and decides again."""
+    v1 = register(project, 0.80, champion=True)
+    v2 = register(project, 0.70)
+    client(project).set_model_version_tag(NAME, v2, "sslflow.promotion.pending", "promoted: stale")
+    promote(capsys)
+    assert aliases(project)[CHAMPION] == v1
+    assert decisions(project)[v2].startswith("kept out:") and "not better" in decisions(project)[v2]
+
+
+def test_a_version_from_a_failed_evaluate_run_is_kept_out(project, capsys):
+    """Evaluate registered its model and then failed: DVC kept none of its outputs, so the version is refused."""
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    run = client(project).create_run(client(project).create_experiment("e"))
+    client(project).set_terminated(run.info.run_id, "FAILED")
+    registry = ModelRegistry(NAME, f"sqlite:///{project / 'mlflow.db'}")
+    tags = evidence_tags(macro_f1=0.9, min_class_recall=0.9, data_hash="h", run_id=run.info.run_id,
+                         git_commit="abc", chance_f1=0.1, labeled=20, baselines={"classical": 0.5})
+    v1 = registry.register_challenger(str(project / "model"), tags)
+    assert f"version {v1} stays challenger" in promote(capsys)
+    assert CHAMPION not in aliases(project)
+    assert "ended FAILED" in decisions(project)[v1]
+
+
+def test_promotes_wait_for_each_other(project, tmp_path):
+    """The registry lock is held while deciding: a second holder waits, then fails with the owner's pid."""
+    registry = ModelRegistry(NAME, f"sqlite:///{project / 'mlflow.db'}")
+    refused = f"pid {os.getpid()} holds .*; waited 0.3 s"
+    with registry.deciding(), pytest.raises(Exception, match=refused), registry.deciding(wait_s=0.3):
+        pass
+    with registry.deciding(wait_s=0.3):  # released
+        pass

@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from sslflow.metrics import read as read_metrics
 from sslflow.report import _interpolated, per_class, write_all
 
 CLASSES = ["a", "b", "c"]
@@ -38,7 +39,10 @@ def test_write_all_outputs(tmp_path):
     metrics = write_all(y, probas, CLASSES, tmp_path, 11)
     assert metrics["ssl"]["macro_f1"] == 1.0
     assert metrics["lift"]["pretraining"] == pytest.approx(1.0 - metrics["scratch"]["macro_f1"])
-    assert json.loads((tmp_path / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
+    assert read_metrics(tmp_path) == json.loads(json.dumps(metrics))
+    assert sorted(f.name for f in (tmp_path / "metrics").iterdir()) == [
+        "classical.json", "lift.json", "scratch.json", "ssl.json"
+    ]
     confusion = pd.read_csv(tmp_path / "plots" / "confusion" / "ssl.csv")
     assert len(confusion) == 60 and set(confusion.columns) == {"actual", "predicted"}
     pr = pd.read_csv(tmp_path / "plots" / "pr" / "scratch.csv")

@@ -10,6 +10,7 @@ import torch
 from test_text_stages import STAGES, file_hashes, run_stage, tiny_documents, write_params
 
 from sslflow.config import Base, Optim
+from sslflow.metrics import read as read_metrics
 from sslflow.runtime import resolve
 from sslflow.text.classify import chunk_examples, weighted_ce
 from sslflow.text.config import BertSize, TextFinetune, TextFixMatch
@@ -134,7 +135,7 @@ def test_fixmatch_stages_report_both_models_per_init_and_the_lifts(fixmatch_proj
     train_documents = json.loads((p / "data/prepared/split.json").read_text())["counts"]["train"]
     assert summary["pool_chunks"] >= train_documents  # every train document, at least one chunk each
     assert 0 <= summary["ssl/mask_rate"] <= 1 and "scratch-supervised/val_macro_f1" in summary
-    metrics = json.loads((p / "reports/metrics.json").read_text())
+    metrics = read_metrics(p / "reports")
     assert set(metrics) == {*fitted["models"], "classical", "lift"}
     assert set(metrics["lift"]) == {"pretraining", "pool", "pool_from_scratch", "ssl_minus_classical"}
     f1 = {name: m["macro_f1"] for name, m in metrics.items() if name != "lift"}

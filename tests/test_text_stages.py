@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from sslflow.cli import run
+from sslflow.metrics import read as read_metrics
 from sslflow.splits import split_indices
 
 REPO = Path(__file__).resolve().parents[1]
@@ -125,7 +126,7 @@ def test_documents_pipeline_outputs(documents_project):
     assert {f.name for f in (p / "models/encoder").iterdir()} == {"encoder.json", "encoder.safetensors"}
     assert np.isfinite(json.loads((p / "reports/pretrain.json").read_text())["monitor/val_perplexity"])
     assert json.loads((p / "reports/finetune.json").read_text())["labeled"] == 6  # 2 per class
-    metrics = json.loads((p / "reports/metrics.json").read_text())
+    metrics = read_metrics(p / "reports")
     assert set(metrics) == {"ssl", "scratch", "classical", "lift"} and 0 <= metrics["ssl"]["macro_f1"] <= 1
     for name in ("ssl", "scratch", "classical"):
         assert (p / f"reports/plots/confusion/{name}.csv").is_file() and (
@@ -201,7 +202,7 @@ def test_ner_pipeline_outputs_and_entity_spans(ner_project, monkeypatch):
     import mlflow
     import pandas as pd
 
-    metrics = json.loads((ner_project / "reports/metrics.json").read_text())
+    metrics = read_metrics(ner_project / "reports")
     assert {"entity_f1", "precision", "recall", "macro_f1", "min_class_recall"} <= set(metrics["ssl"])
     assert "lift" in metrics
     report = json.loads((ner_project / "reports/classification/classical.json").read_text())
@@ -291,7 +292,7 @@ def test_wikigold_ner_runs(tmp_path, monkeypatch):
     classes = json.loads((tmp_path / "data/raw/classes.json").read_text())
     assert manifest["scheme"] == "iob1"
     assert classes == ["O", "B-LOC", "I-LOC", "B-MISC", "I-MISC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
-    metrics = json.loads((tmp_path / "reports/metrics.json").read_text())
+    metrics = read_metrics(tmp_path / "reports")
     assert metrics["classical"]["entity_f1"] > 0.1  # the per-word baseline learns something from 20 sentences
 
 
@@ -314,14 +315,14 @@ def test_dvc_repro_text_end_to_end(tmp_path):
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     ran = [line.split("'")[1] for line in proc.stdout.splitlines() if line.startswith("Running stage")]
     assert ran[:5] == [f"text/dvc.yaml:{stage}" for stage in STAGES]
-    metrics = json.loads((project / "text/reports/metrics.json").read_text())
+    metrics = read_metrics(project / "text/reports")
     assert {"ssl", "scratch", "classical", "lift"} <= set(metrics)
     # The image pipeline beside it, then both: each track keeps its own lock, so neither reruns the other.
     for args in (["dvc", "repro"], ["dvc", "repro", "--all-pipelines"]):
         proc = subprocess.run(args, cwd=project, env=env_for(project), capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "Running stage" not in proc.stdout
-    assert (project / "reports/metrics.json").is_file() and (project / "text/dvc.lock").is_file()
+    assert (project / "reports/metrics/ssl.json").is_file() and (project / "text/dvc.lock").is_file()
 
 
 @pytest.mark.slow

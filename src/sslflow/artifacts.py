@@ -68,3 +68,14 @@ def load_classifier(directory: Path, name: str) -> torch.nn.Module:
     cfg = EncoderConfig(**config["encoder"])
     model = Classifier(build_encoder(cfg), cfg.feature_dim, config["num_classes"])
     return load_state(model, directory, name).eval()
+
+
+def load_classifier_file(path: str, key: str) -> torch.nn.Module:
+    """A classifier named by a params value `key` as its .safetensors file, with its config (same name, .json)
+    beside it (e.g. finetune.distill.teacher)."""
+    file = Path(path)
+    if file.suffix != ".safetensors" or not file.is_file() or not file.with_suffix(".json").is_file():
+        raise SslflowError(
+            f"params key '{key}': no classifier at {path} (a .safetensors file with its .json beside it)"
+        )
+    return load_classifier(file.parent, file.stem)

@@ -15,6 +15,7 @@ import json
 import pickle
 import random
 import sys
+import zipfile
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 
 from sslflow.atomic import write_json, write_with
+from sslflow.cli import warn as _warn
 from sslflow.errors import SslflowError
 from sslflow.faults import Interrupted, disk_full_is_clear
 from sslflow.lock import exclusive
@@ -57,17 +59,30 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+class UnreadableCheckpoint(SslflowError):
+    """The payload is not a checkpoint this module wrote (random or damaged bytes): fall back, do not stop."""
+
+
 def read_payload(path: Path) -> dict:
-    """Load a checkpoint file with weights_only=True; a file that needs arbitrary unpickling is refused."""
+    """Load a checkpoint file with weights_only=True; a file that needs arbitrary unpickling is refused, and one
+    that is not a readable PyTorch archive at all raises UnreadableCheckpoint."""
+    if not zipfile.is_zipfile(path):  # torch.save always writes a zip archive; anything else is not ours
+        raise UnreadableCheckpoint(f"{path} is not a PyTorch checkpoint archive")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        reason = str(err).strip().splitlines()[0]
-        raise SslflowError(f"refusing to load {path}: it holds pickled objects, not only tensors ({reason})") from None
-
-
-def _warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr)
+        # PyTorch's message starts with advice to retry with weights_only=False: keep only what it found.
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        found = [line for line in lines if "global" in line.lower() and "weights_only" not in line]
+        if not found:
+            raise UnreadableCheckpoint(f"{path} cannot be read as tensors") from None
+        raise SslflowError(
+            f"refusing to load {path}: it holds pickled objects, not only tensors ({found[0]}); "
+            "delete it if you did not make it"
+        ) from None
+    except (RuntimeError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0].split(". ")[0]
+        raise UnreadableCheckpoint(f"{path} is damaged ({reason[:200]})") from None
 
 
 @dataclass(frozen=True)
@@ -147,10 +162,19 @@ class Checkpoints:
             if problem:
                 _warn(f"checkpoint {marker.payload} is {problem}; falling back to the previous checkpoint")
                 continue
+            try:
+                payload = read_payload(marker.payload)
+            except UnreadableCheckpoint as err:  # bytes behind a forged or miswritten marker
+                _warn(f"checkpoint {err}; falling back to the previous checkpoint")
+                continue
+            ours = isinstance(payload, dict) and payload.get("format") == FORMAT and {"progress", "rng"} <= set(payload)
+            if not ours:
+                _warn(f"checkpoint {marker.payload} is not in format {FORMAT}; falling back to the previous checkpoint")
+                continue
             for unmarked in sorted(self.directory.glob("step-*.pt")):
                 if unmarked.name > marker.payload.name and not unmarked.with_suffix(".json").exists():
                     _warn(f"checkpoint {unmarked} has no completion marker (its write was cut short); ignoring it")
-            return marker, read_payload(marker.payload)
+            return marker, payload
         return None, None
 
     def restore(self, objects: dict) -> dict:

@@ -1,10 +1,12 @@
-"""The one wrapper every stage's `__main__` goes through: user errors become one line and exit code 2."""
+"""The one wrapper every stage's `__main__` goes through: user errors become one line and exit code 2, and the
+stage stops when the process that started it (e.g. `dvc repro`) dies."""
 
 import os
 import sys
 from collections.abc import Callable
 
 from sslflow.errors import SslflowError
+from sslflow.faults import watch_parent
 
 
 def warn(message: str | None) -> None:
@@ -15,6 +17,7 @@ def warn(message: str | None) -> None:
 
 
 def run(main: Callable[[], None]) -> None:
+    watch_parent()
     try:
         main()
     except SslflowError as err:

@@ -193,7 +193,7 @@ class Finetune(Section):
 
 
 class Sweep(Section):
-    """The label-efficiency sweep (sweep/dvc.yaml): every method and baseline at every label budget."""
+    """The label-efficiency sweep (bench/label_efficiency.py): every method and baseline at every label budget."""
 
     methods: list[Method] = ["simclr", "autoencoder", "vae", "mae"]
     semisupervised: list[Method] = ["simclr"]  # also fine-tuned with each of pool_methods
@@ -242,13 +242,27 @@ def _describe(err: ValidationError, section: str) -> str:
     return f"params key '{where}': {first['msg']}{shown}"
 
 
-def load(params_path: str | Path, section: str, model: type[Section]) -> Section:
-    """Read one section of params.yaml into its model; any problem is one SslflowError naming the key."""
+def read(params_path: str | Path) -> dict:
+    """The whole params file as a mapping; a missing file or a YAML error is one SslflowError naming the file."""
     path = Path(params_path)
     if not path.is_file():
         raise SslflowError(f"params file not found: {path}")
-    tree = yaml.safe_load(path.read_text()) or {}
-    raw = tree.get(section, {})
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or "not valid YAML"
+        raise SslflowError(f"{path}: YAML syntax error{where}: {problem}; fix the file and rerun") from None
+    if not isinstance(tree, dict):
+        raise SslflowError(f"{path}: expected a mapping of params sections, got {type(tree).__name__}")
+    return tree
+
+
+def load(params_path: str | Path, section: str, model: type[Section]) -> Section:
+    """Read one section of params.yaml into its model; any problem is one SslflowError naming the key."""
+    path = Path(params_path)
+    raw = read(path).get(section, {})
     if not isinstance(raw, dict):
         raise SslflowError(f"params key '{section}' must be a mapping, got {type(raw).__name__}")
     try:

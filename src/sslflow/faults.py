@@ -1,9 +1,11 @@
 """Faults a training run must survive or report clearly: stop signals, non-finite losses, a full disk."""
 
 import errno
+import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -12,6 +14,8 @@ from pathlib import Path
 from sslflow.errors import SslflowError
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+PARENT_POLL_S = 0.5
+_watched_parent: list[int] = []  # the parent pid watch_parent watches in this process, once
 DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
 
 
@@ -60,6 +64,27 @@ def stop_on_signals() -> Iterator[StopRequest]:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def watch_parent(poll_s: float = PARENT_POLL_S) -> None:
+    """Stop this process as on SIGTERM when the process that started it dies.
+
+    `dvc repro` killed with SIGTERM does not pass the signal on: its stage would run on as an orphan (parent
+    pid 1) holding DVC's lock. A daemon thread notices the parent change within `poll_s` and sends this process
+    SIGTERM, so the training loop saves a checkpoint at the next step boundary (stop_on_signals) and an open
+    MLflow run ends KILLED. Idempotent; does nothing when this process is already an orphan."""
+    parent = os.getppid()
+    if _watched_parent or parent == 1:
+        return
+    _watched_parent.append(parent)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        print(f"\nthe parent process (pid {parent}) is gone: stopping as on SIGTERM", file=sys.stderr)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="sslflow-watch-parent", daemon=True).start()
 
 
 @contextmanager

@@ -9,6 +9,7 @@ parent, so every child closes its copies of the held descriptors as it starts.
 import fcntl
 import os
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,10 +33,12 @@ def _read(fd: int) -> str:
 
 
 @contextmanager
-def exclusive(path: Path, what: str) -> Iterator[None]:
-    """Hold the lock at `path` for the block; SslflowError naming the owner's pid if another process holds it."""
+def exclusive(path: Path, what: str, wait_s: float = 0.0) -> Iterator[None]:
+    """Hold the lock at `path` for the block. If another process holds it, wait up to `wait_s` seconds for it
+    (0: not at all), then SslflowError naming the owner's pid."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + wait_s
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -43,8 +46,12 @@ def exclusive(path: Path, what: str) -> Iterator[None]:
         except BlockingIOError:
             owner = _read(fd) or "unknown"
             os.close(fd)
+            if time.monotonic() < deadline:
+                time.sleep(0.05)
+                continue
+            waited = f"; waited {wait_s:g} s" if wait_s else ""
             raise SslflowError(
-                f"{what} is already running in this workspace (pid {owner} holds {path}); "
+                f"{what} is already running in this workspace (pid {owner} holds {path}{waited}); "
                 "wait for it to finish, or stop that process"
             ) from None
         try:  # the owner unlinks the file before unlocking: retry unless we locked the file now at `path`

@@ -21,7 +21,11 @@ BEST_BASELINE_F1 = "sslflow.best_baseline_f1"
 CHANCE_F1 = "sslflow.chance_f1"  # the best macro-F1 of a predictor that ignores its input
 LABELED = "sslflow.labeled"  # labeled examples the models were trained on
 DEGENERATE = "sslflow.degenerate"  # why evaluate found the model no use (report.degenerate); absent if it is fine
-REASON = "sslflow.promotion"
+REASON = "sslflow.promotion"  # the one recorded decision: "promoted: <reason>" or "kept out: <reason>"
+# The decision being carried out: written before the alias moves and removed after REASON is written, so that the
+# next promote can finish (or roll back) a decision that a kill interrupted.
+PENDING = "sslflow.promotion.pending"
+PROMOTED, KEPT_OUT = "promoted", "kept out"
 
 # Tags hold floats as text; a gain of exactly min_delta must not fail on the last bit.
 _TOLERANCE = 1e-12
@@ -106,6 +110,17 @@ class Decision:
     promote: bool  # the challenger is the champion after this decision
     reason: str
     record: bool = True  # False when there is nothing new to write to the registry
+
+
+def verdict(decision: Decision) -> str:
+    """The text of the REASON tag for `decision`."""
+    return f"{PROMOTED if decision.promote else KEPT_OUT}: {decision.reason}"
+
+
+def recorded(tag: str, *, is_champion: bool) -> Decision:
+    """The decision a REASON tag records, as it stands now (`is_champion`: the version holds the alias)."""
+    reason = tag.split(": ", 1)[1] if tag.startswith((f"{PROMOTED}: ", f"{KEPT_OUT}: ")) else tag
+    return Decision(is_champion, f"already decided: {reason}", record=False)
 
 
 def decide(challenger: Candidate, champion: Candidate | None, *, min_delta: float, min_class_recall: float) -> Decision:

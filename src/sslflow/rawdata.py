@@ -66,6 +66,16 @@ def _check(images, labels, classes, test_mask, dir: Path | None) -> None:
         raise SslflowError(f"{name('test_mask')}: expected bool ({len(labels)},), got {got}")
 
 
+def require_two_classes(labels: np.ndarray, classes: list[str], where: str, fix: str) -> None:
+    """A classifier needs examples of at least two classes; with fewer, finetune and evaluate cannot run (and
+    scikit-learn would say so only after pretraining). `where` names the data, `fix` says what to do."""
+    counts = np.bincount(labels, minlength=len(classes))[: len(classes)]
+    present = [f"'{name}' ({n})" for name, n in zip(classes, counts, strict=True) if n > 0]
+    if len(present) < 2:
+        found = f"only class {present[0]}" if present else "no class"
+        raise SslflowError(f"{where}: {found} has examples; classification needs at least two classes: {fix}")
+
+
 def write_raw(
     dir: Path,
     images: np.ndarray,
@@ -86,6 +96,10 @@ def write_raw(
     _check(images, labels, classes, test_mask, None)
     if len(labels) == 0:
         raise SslflowError("no images to write: the dataset is empty")
+    fix = "add images of another class"
+    if manifest["source"] == "imagefolder":
+        fix += " (imagefolder: one subdirectory of fetch.path per class)"
+    require_two_classes(labels, classes, f"fetch.source {manifest['source']!r}", fix)
 
     image_bytes, label_bytes = npy_bytes(images), npy_bytes(labels)
     counts = np.bincount(labels, minlength=len(classes))
@@ -147,6 +161,7 @@ def read_raw(dir: Path) -> RawData:
         raise SslflowError(
             f"{dir / 'manifest.json'}: sha256 does not match images.npy + labels.npy; rerun fetch"
         )
+    require_two_classes(labels, classes, str(dir / "labels.npy"), "rerun fetch on data with at least two classes")
     if (None if test_mask is None else int(test_mask.sum())) != manifest.get("test_count"):
         raise SslflowError(f"{mask_path}: disagrees with test_count in manifest.json; rerun fetch")
     return RawData(images, labels, classes, manifest, test_mask)

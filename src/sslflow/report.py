@@ -15,6 +15,7 @@ import pandas as pd
 from sklearn.metrics import classification_report, confusion_matrix, precision_recall_curve
 
 from sslflow.atomic import write_json, write_text, write_with
+from sslflow.metrics import write as write_metrics
 
 
 def per_class(y_true: np.ndarray, proba: np.ndarray, classes: list[str]) -> dict:
@@ -157,7 +158,7 @@ def lifts(score: dict[str, float]) -> dict[str, float]:
 def write_all(
     y_true: np.ndarray, probas: dict[str, np.ndarray], classes: list[str], reports_dir: Path, pr_points: int
 ) -> dict:
-    """All evaluate outputs under `reports_dir`; returns the metrics written to metrics.json."""
+    """All evaluate outputs under `reports_dir`; returns the metrics written to reports/metrics/."""
     reports = {name: per_class(y_true, p, classes) for name, p in probas.items()}
     for name, rep in reports.items():
         write_json(reports_dir / "classification" / f"{name}.json", rep)
@@ -169,5 +170,5 @@ def write_all(
     metrics = {name: rep["summary"] for name, rep in reports.items()}
     if {"ssl", "scratch", "classical"} <= metrics.keys():
         metrics["lift"] = lifts({name: m["macro_f1"] for name, m in metrics.items()})
-    write_json(reports_dir / "metrics.json", metrics)
+    write_metrics(reports_dir, metrics)
     return metrics

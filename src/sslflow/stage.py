@@ -1,8 +1,12 @@
-"""The skeleton both tracks' stages share, written once: set-up (device, precision, seeds, DDP), pretraining under
-one resumable MLflow run, the fine-tuning run's bookkeeping, and publishing an evaluation (metrics, the degenerate
-check, artifacts, the registered challenger). Each track's stage supplies only its data, model, step and reports.
+"""The skeleton both tracks' training stages share, written once: set-up (device, precision, seeds, DDP),
+pretraining under one resumable MLflow run, and the fine-tuning run's bookkeeping. Each track's stage supplies only
+its data, model and step. (Publishing an evaluation is sslflow.publish.)
+
+Training outputs are `persist` in dvc.yaml: DVC leaves them in place, and the stage replaces them (`replace`) only
+once its checks on the data have passed, so a stage stopped by bad input keeps the last good ones.
 """
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,14 +17,12 @@ from sslflow.atomic import write_json
 from sslflow.checkpoint import Checkpoints, fingerprint
 from sslflow.cli import warn
 from sslflow.config import Base
+from sslflow.errors import SslflowError
 from sslflow.optim import build_optimizer, build_schedule, schedule_warning
-from sslflow.promotion import evidence_tags
-from sslflow.report import baseline_scores, degenerate, report_degenerate
 from sslflow.runtime import Runtime, resolve, seed_everything
 from sslflow.sampling import resumable_loader
 from sslflow.splits import data_hash
-from sslflow.tracking import StageRun, git_commit, stage_run
-from sslflow.tracking.registry import ModelRegistry
+from sslflow.tracking import StageRun, stage_run
 from sslflow.train import fit
 
 Step = Callable[[object], torch.Tensor]  # a batch -> its loss, as train.fit takes it
@@ -32,6 +34,13 @@ def start(base: Base) -> Runtime:
     distributed.init(runtime.device, base.nproc_per_node)  # under torchrun: one process per device
     seed_everything(base.seed)
     return runtime
+
+
+def replace(*outputs: Path) -> None:
+    """Remove a stage's previous outputs (rank 0), once its checks have passed and just before it writes anew."""
+    if distributed.is_main():
+        for path in outputs:
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
 
 
 def run_tags(prepared: Path, batch: int) -> dict[str, str]:
@@ -52,15 +61,21 @@ def announce(stage: str, what: str, batch: int, unit: str) -> None:
 def pretrain(
     *, run_name: str, key: str, cfg, base: Base, runtime: Runtime, model: torch.nn.Module,
     make_step: Callable[[torch.nn.Module], Step], data, unit: str, monitor: Callable[[torch.nn.Module], dict],
-    prepared: Path, checkpoint_dir: Path, save: Callable[[dict, StageRun], None], stage: str = "pretrain",
-    tags: dict[str, str] | None = None,
+    prepared: Path, checkpoint_dir: Path, save: Callable[[dict, StageRun], None], outputs: tuple[Path, ...],
+    stage: str = "pretrain", tags: dict[str, str] | None = None,
 ) -> dict | None:
     """Train `model` on the unlabeled `data` with the step `make_step` builds (from the compiled model when
     `base.compile`), under the run `stage`, resuming from `checkpoint_dir` when its newest checkpoint was made
     with the same settings (`cfg` less its `train` knobs, `tags`) and data. `cfg` is the track's pretrain section
     (`key` names it in messages); `monitor(model)` scores the model on val after every epoch. On rank 0, `save`
-    writes the outputs inside the run and the summary is returned; other ranks get None."""
-    batch = distributed.per_rank(min(cfg.batch_size, len(data)), f"{key}.batch_size")
+    writes the outputs inside the run (`outputs`, replaced once the batch fits the data) and the summary is
+    returned; other ranks get None."""
+    if cfg.batch_size > len(data):  # the loader drops incomplete batches: it would yield nothing
+        raise SslflowError(
+            f"params key '{key}.batch_size' is {cfg.batch_size}, more than the {len(data)} {unit} of the unlabeled "
+            f"pool in {prepared}; lower it to at most {len(data)}"
+        )
+    batch = distributed.per_rank(cfg.batch_size, f"{key}.batch_size")
     loader = resumable_loader(data, batch_size=batch, seed=base.seed, runtime=runtime)
     optimizer = build_optimizer([{"params": list(model.parameters())}], cfg.optim)
     # The schedule ends where training does: after `epochs`, or at `max_steps` if that comes first.
@@ -73,6 +88,7 @@ def pretrain(
         checkpoint_dir, every=cfg.train.checkpoint_every, keep=cfg.train.keep_checkpoints, fingerprint=made_with
     )
     announce(stage, "", batch, unit)
+    replace(*outputs)
 
     def tracking():  # opened once the checkpoints are held: only then is their newest one known
         latest = checkpoints.latest
@@ -97,10 +113,14 @@ def pretrain(
     return summary
 
 
-def finetune_run(*, run_name: str, base: Base, params: dict, prepared: Path, batch: int, what: str, unit: str):
-    """The fine-tuning stage's MLflow run on rank 0 (a silent stand-in on other ranks), tagged like pretraining's."""
+def finetune_run(
+    *, run_name: str, base: Base, params: dict, prepared: Path, batch: int, what: str, unit: str, outputs: Path
+):
+    """The fine-tuning stage's MLflow run on rank 0 (a silent stand-in on other ranks), tagged like pretraining's.
+    Call it once the budget is drawn: it replaces the previous fitted models (`outputs`)."""
     tags = run_tags(prepared, batch)
     announce("finetune", what, batch, unit)
+    replace(outputs)
     tracking = stage_run(
         "finetune", run_name=run_name, experiment=base.experiment, params=params, upstream="pretrain", tags=tags,
         data=(prepared, tags["sslflow.data_hash"], "train"),
@@ -118,25 +138,3 @@ def record_finetuned(
     write_json(reports / "finetune.json", summary)
     tracker.log(summary, 0)
     tracker.log_artifact(finetuned, "finetuned")
-
-
-def publish_evaluation(
-    *, tracker: StageRun, metrics: dict[str, dict], probas: dict, chance: float, score: str, reports: Path,
-    log_model: Callable[[], str], model_name: str, test_hash: str, labeled: int,
-) -> str:
-    """Log the test metrics and reports, flag degenerate models (before promotion reads them), log the ssl model
-    with `log_model` and register it as the challenger of `model_name`, with the evidence promotion weighs.
-    Returns the new version."""
-    tracker.log({f"{group}/{k}": v for group, m in metrics.items() for k, v in m.items()}, 0)
-    useless = degenerate(metrics, probas, chance, score)
-    report_degenerate(useless, reports, tracker)
-    for sub in ("classification", "plots", "figures"):
-        tracker.log_artifact(reports / sub, sub)
-    tracker.log_artifact(reports / "classification.md")
-    evidence = evidence_tags(
-        macro_f1=metrics["ssl"]["macro_f1"], min_class_recall=metrics["ssl"]["min_class_recall"],
-        data_hash=test_hash, run_id=tracker.run_id, git_commit=git_commit(),
-        baselines=baseline_scores({n: metrics[n]["macro_f1"] for n in probas}), chance_f1=chance, labeled=labeled,
-        degenerate=useless.get("ssl"),
-    )
-    return ModelRegistry(model_name).register_challenger(log_model(), evidence)

@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-from sslflow import config, stage
+from sslflow import config, publish
 from sslflow.artifacts import load_classifier, load_encoder
 from sslflow.cli import run
 from sslflow.image import classical, pictures
@@ -45,7 +45,7 @@ def main() -> None:
         points = pictures.tsne(apply(encoder, test_x[shown], runtime), base.seed)
         title = f"test embeddings of the pretrained encoder (t-SNE, {len(shown)} of {len(test_y)} images)"
         pictures.embedding_map(points, test_y[shown], classes, layout.reports / "figures" / "embedding_tsne.png", title)
-        version = stage.publish_evaluation(
+        version = publish.evaluation(
             tracker=tracker, metrics=metrics, probas=probas, chance=chance_macro_f1(len(classes)), score="macro_f1",
             reports=layout.reports, model_name=reg.model_name("image"), test_hash=test_hash, labeled=labeled,
             log_model=lambda: log_image_classifier(

@@ -7,13 +7,12 @@ The test split is not read, nor are the pool's labels (it has none)."""
 import functools
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from sslflow import config, distributed, stage
-from sslflow.artifacts import load_classifier, load_encoder, save_classifier
+from sslflow.artifacts import load_classifier_file, load_encoder, save_classifier
 from sslflow.cli import run, warn
 from sslflow.encoders import build_encoder
 from sslflow.errors import SslflowError
@@ -43,7 +42,9 @@ def main() -> None:
             f"params key 'finetune.method' is {cfg.method}, but the unlabeled pool "
             f"{layout.prepared / 'pool_images.npy'} is empty"
         )
-    teacher = _teacher(cfg.distill.teacher) if cfg.method == "distill" and cfg.distill.teacher else None
+    teacher = None
+    if cfg.method == "distill" and cfg.distill.teacher:
+        teacher = load_classifier_file(cfg.distill.teacher, "finetune.distill.teacher")
     budget = draw_budget(
         train_y, labels_per_class=cfg.labels_per_class, label_fraction=cfg.label_fraction, seed=cfg.label_seed
     )
@@ -62,7 +63,7 @@ def main() -> None:
     with stage.finetune_run(
         run_name=finetune_run_name("image", cfg.method, cfg.labels_per_class, cfg.label_fraction, cfg.label_seed),
         base=base, params=cfg.model_dump(), prepared=layout.prepared, batch=batch, what=f"{cfg.method}, ",
-        unit="images",
+        unit="images", outputs=layout.finetuned,
     ) as tracker:
         generator = torch.Generator().manual_seed(base.seed)
         train = functools.partial(
@@ -92,17 +93,6 @@ def main() -> None:
             tracker=tracker,
         )
     print("finetune: " + ", ".join(f"{k}={v:.3f}" for k, v in summary.items() if "val_acc" in k))
-
-
-def _teacher(path: str) -> torch.nn.Module:
-    """finetune.distill.teacher: a classifier's weights, with its config (same name, .json) beside them."""
-    file = Path(path)
-    if file.suffix != ".safetensors" or not file.is_file() or not file.with_suffix(".json").is_file():
-        raise SslflowError(
-            f"params key 'finetune.distill.teacher': no classifier at {path} "
-            "(a .safetensors file with its .json beside it)"
-        )
-    return load_classifier(file.parent, file.stem)
 
 
 if __name__ == "__main__":

@@ -69,7 +69,7 @@ def main() -> None:
         stage=name, run_name=f"image/pretrain {cfg.method}" if args.out is None else f"image/{name}",
         key="pretrain", cfg=cfg, base=base, runtime=runtime, model=runtime.prepare(method.model), make_step=make_step,
         data=Images(pool, methods.unchanged if views_on_device else method.views), unit="images", monitor=monitor,
-        prepared=layout.prepared, checkpoint_dir=checkpoint_dir, save=save,
+        prepared=layout.prepared, checkpoint_dir=checkpoint_dir, save=save, outputs=(encoder_dir, summary_path),
         tags={"sslflow.augment_on": "device" if views_on_device else "loader"},
     )
     if summary is not None:

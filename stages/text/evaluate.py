@@ -2,7 +2,7 @@
 points) and the classical baseline on the test split; write reports, DVC metrics and plots; log the ssl
 model with its tokenizer (it predicts from raw strings) and register it."""
 
-from sslflow import stage
+from sslflow import publish
 from sslflow.cli import run
 from sslflow.config import Base, Registry, load
 from sslflow.paths import Layout
@@ -48,7 +48,7 @@ def main() -> None:
         data=(layout.prepared, test_hash, "test"),
     ) as tracker:
         metrics = task.write_reports(test, probas, classes, layout.reports, cfg.pr_points)
-        version = stage.publish_evaluation(
+        version = publish.evaluation(
             tracker=tracker, metrics=metrics, probas=probas, score=score, reports=layout.reports,
             chance=chance_macro_f1(len(classes)) if score == "macro_f1" else 0.0,  # NER: no entity found scores 0
             model_name=reg.model_name(task.name), test_hash=test_hash,

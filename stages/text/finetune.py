@@ -21,8 +21,7 @@ from sslflow.splits import draw_budget
 from sslflow.text import baselines
 from sslflow.text.config import Text
 from sslflow.text.corpus import read_json, read_jsonl
-from sslflow.text.encode import chunk_documents
-from sslflow.text.finetune import fit_method
+from sslflow.text.finetune import fit_method, unlabeled_pool
 from sslflow.text.models import build_bert, load_encoder, save_classifier
 from sslflow.text.tasks import TASKS
 from sslflow.text.tokenizer import load_tokenizer
@@ -51,13 +50,7 @@ def main() -> None:
     val_set = read_jsonl(layout.prepared / "val.jsonl")
     pool = None
     if cfg.method == "fixmatch":  # token ids only: the pool's labels are never read
-        texts = [e["text"] for e in train_set]
-        pool, _ = chunk_documents(tokenizer, texts, encoding["max_length"], encoding["stride"])
-        if len(pool) == 0:
-            raise SslflowError(
-                f"params key 'text.finetune.method' is fixmatch, but the unlabeled pool "
-                f"{layout.prepared / 'train.jsonl'} is empty"
-            )
+        pool = unlabeled_pool(tokenizer, train_set, encoding, layout.prepared / "train.jsonl")
     budget = draw_budget(
         task.budget_labels(train_set), labels_per_class=cfg.labels_per_class, label_fraction=cfg.label_fraction,
         seed=cfg.label_seed, classes=task.budget_classes(classes),
@@ -75,7 +68,7 @@ def main() -> None:
     with stage.finetune_run(
         run_name=finetune_run_name(task.name, cfg.method, cfg.labels_per_class, cfg.label_fraction, cfg.label_seed),
         base=base, params=cfg.model_dump(), prepared=layout.prepared, batch=batch, unit="sequences",
-        what=f"{cfg.method}, " + ("" if pool is None else f"pool of {len(pool)} chunks, "),
+        what=f"{cfg.method}, " + ("" if pool is None else f"pool of {len(pool)} chunks, "), outputs=layout.finetuned,
     ) as tracker:
         summary, names = {"labeled": len(budget)} | ({} if pool is None else {"pool_chunks": len(pool)}), []
         for name, init in inits.items():

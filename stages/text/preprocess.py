@@ -8,7 +8,7 @@ import numpy as np
 from sslflow.cli import run
 from sslflow.config import Base, load
 from sslflow.paths import Layout
-from sslflow.rawdata import npy_bytes
+from sslflow.rawdata import npy_bytes, require_two_classes
 from sslflow.splits import SPLITS, split_indices
 from sslflow.text.config import Text
 from sslflow.text.corpus import jsonl_bytes, plain_text, read_raw_text, write_prepared_files
@@ -27,6 +27,8 @@ def main() -> None:
     documents = text.task == "text-classification"
     # Sentences have no single label to stratify on: one pseudo-class makes the split plain random.
     labels = np.array([e["label"] for e in examples] if documents else [0] * len(examples), dtype=np.int64)
+    if documents:
+        require_two_classes(labels, classes, str(layout.raw / "texts.jsonl"), "rerun fetch with two classes or more")
     splits = split_indices(
         labels, classes if documents else ["sentence"], test_fraction=cfg.test_fraction, val_fraction=cfg.val_fraction,
         seed=cfg.split_seed,

@@ -52,6 +52,7 @@ def main() -> None:
         run_name=f"{encoding['task']}/pretrain {cfg.method}", key="text.pretrain", cfg=cfg, base=base,
         runtime=runtime, model=model, make_step=mlm_step, data=data, unit="chunks", monitor=monitor,
         prepared=layout.prepared, checkpoint_dir=layout.checkpoints / "pretrain", save=save,
+        outputs=(layout.encoder, layout.reports / "pretrain.json"),
     )
     if summary is not None:
         print(f"pretrain: encoder -> {layout.encoder}, val perplexity {summary['monitor/val_perplexity']:.1f}")

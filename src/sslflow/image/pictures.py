@@ -11,12 +11,17 @@ import numpy as np
 from sklearn.manifold import TSNE
 
 from sslflow.atomic import write_with
+from sslflow.faults import disk_full_is_clear
 
 
 def _save(fig, path: Path) -> None:
-    fig.tight_layout()
-    write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+    """Write the figure as a PNG atomically; a full disk is one DiskFull line and leaves no partial file."""
+    try:
+        fig.tight_layout()
+        with disk_full_is_clear(path, f"the picture was not written (any earlier {Path(path).name} is intact)"):
+            write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    finally:
+        plt.close(fig)
 
 
 def image_rows(rows: dict[str, np.ndarray], path: Path, title: str) -> None:

@@ -12,6 +12,7 @@ from seqeval.metrics import classification_report
 from seqeval.scheme import IOB2
 
 from sslflow.atomic import write_json, write_text
+from sslflow.metrics import write as write_metrics
 from sslflow.report import lifts, write_confusion, write_pr_curves
 from sslflow.text.tags import to_iob2
 
@@ -61,7 +62,7 @@ def markdown(reports: dict[str, dict]) -> str:
 def write_all(true_tags: list[list[str]], word_probas: dict[str, list[np.ndarray]], tags: list[str], reports_dir: Path,
               pr_points: int) -> dict:
     """All evaluate outputs under `reports_dir`, laid out as sslflow.report.write_all lays them out;
-    confusion and PR curves are over words and tags. Returns the metrics written to metrics.json."""
+    confusion and PR curves are over words and tags. Returns the metrics written to reports/metrics/."""
     index = {t: i for i, t in enumerate(tags)}
     y_words = np.array([index[t] for sentence in true_tags for t in sentence])
     reports = {}
@@ -78,5 +79,5 @@ def write_all(true_tags: list[list[str]], word_probas: dict[str, list[np.ndarray
     metrics = {name: rep["summary"] for name, rep in reports.items()}
     if {"ssl", "scratch", "classical"} <= metrics.keys():
         metrics["lift"] = lifts({name: m["entity_f1"] for name, m in metrics.items()})
-    write_json(reports_dir / "metrics.json", metrics)
+    write_metrics(reports_dir, metrics)
     return metrics

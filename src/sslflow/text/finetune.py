@@ -11,6 +11,7 @@
 import copy
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,10 +20,12 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, TensorDataset
 from sslflow import semisup
 from sslflow.config import Optim
 from sslflow.distributed import shard
+from sslflow.errors import SslflowError
 from sslflow.optim import build_optimizer, build_schedule
 from sslflow.runtime import Runtime
 from sslflow.text import views
 from sslflow.text.config import TextFinetune, TextFixMatch
+from sslflow.text.encode import chunk_documents
 from sslflow.train import Log, fit
 
 # (logits, labels, weights) -> the batch's scalar loss
@@ -83,6 +86,15 @@ def _optimizer(model: torch.nn.Module, optim: Optim, encoder_lr_scale: float) ->
         {"params": list(model.bert.parameters()), "lr_scale": encoder_lr_scale},
     ]
     return build_optimizer(groups, optim)
+
+
+def unlabeled_pool(tokenizer, documents: list[dict], encoding: dict, source: Path) -> np.ndarray:
+    """The unlabeled pool for FixMatch: every document's chunks as token ids (labels unread). `source` names the
+    documents' file in the error when there are none."""
+    pool, _ = chunk_documents(tokenizer, [d["text"] for d in documents], encoding["max_length"], encoding["stride"])
+    if len(pool) == 0:
+        raise SslflowError(f"params key 'text.finetune.method' is fixmatch, but the unlabeled pool {source} is empty")
+    return pool
 
 
 def fixmatch(

@@ -7,6 +7,7 @@ The store defaults to sqlite `mlflow.db` at the project root, by absolute URI, s
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -20,10 +21,13 @@ import numpy as np
 
 from sslflow.atomic import write_json, write_text
 from sslflow.errors import SslflowError
-from sslflow.faults import Interrupted
+from sslflow.faults import Interrupted, watch_parent
 from sslflow.paths import Layout, project_dir
+from sslflow.tracking.logged import logged_model_or_nothing
 
 PROBE_TIMEOUT_S = 5
+# Who runs a stage's MLflow run: the next run of the stage closes (KILLED) a RUNNING one whose process is gone.
+HOST, PID, PID_START = "sslflow.host", "sslflow.pid", "sslflow.pid_start"
 DIGEST_CHARS = 12  # of a data hash in MLflow's Dataset column: as preprocess prints it (MLflow allows 36)
 # A stage's console shows its own progress bar and summary; MLflow's per-artifact upload bars are noise there.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -187,6 +191,73 @@ def _log_data(mlflow, data: tuple[Path, str, str]) -> None:
     mlflow.log_input(MetaDataset(source, name=name, digest=digest[:DIGEST_CHARS]), context=context)
 
 
+def _started(pid: int) -> str:
+    """When process `pid` started (clock ticks since boot, /proc/<pid>/stat field 22), so that a reused pid is
+    not taken for the process that owned a run; "" where /proc is not there, or the process is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def owner_tags() -> dict[str, str]:
+    """The tags that name this process as the owner of a run."""
+    return {HOST: socket.gethostname(), PID: str(os.getpid()), PID_START: _started(os.getpid())}
+
+
+def _owner_is_gone(tags: dict[str, str]) -> bool:
+    """True only when the run's owner ran on this host and no longer runs (a run from another host, or from a
+    version of sslflow that did not record its owner, is left alone)."""
+    if tags.get(HOST) != socket.gethostname() or not tags.get(PID, "").isdigit():
+        return False
+    pid = int(tags[PID])
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    started = _started(pid)
+    return bool(tags.get(PID_START)) and bool(started) and started != tags[PID_START]  # the pid was reused
+
+
+def close_orphaned_runs(client, experiment_id: str, stage: str, keep: str | None = None) -> list[str]:
+    """Mark KILLED the runs of `stage` still RUNNING whose process is gone (killed with SIGKILL, or by the OOM
+    killer: nothing could end them); returns their ids. `keep`: a run id to leave alone (this stage's own)."""
+    found = client.search_runs(
+        [experiment_id], filter_string=f"tags.`sslflow.stage` = '{stage}' and attributes.status = 'RUNNING'"
+    )
+    closed = []
+    for run in found:
+        if run.info.run_id != keep and _owner_is_gone(run.data.tags):
+            client.set_terminated(run.info.run_id, "KILLED")
+            closed.append(run.info.run_id)
+    return closed
+
+
+@contextmanager
+def _sigterm_ends_the_run() -> Iterator[None]:
+    """While a run is open, SIGTERM (default action: die at once, leaving the run RUNNING) raises Interrupted,
+    so the run ends KILLED and the process exits 143. A handler already installed (the training loop's
+    stop_on_signals, which installs its own inside) is kept."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def handle(signum, frame):
+        signal.signal(signum, signal.SIG_DFL)
+        raise Interrupted(signum)
+
+    signal.signal(signal.SIGTERM, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _open_run(
     mlflow,
     stage: str,
@@ -215,6 +286,12 @@ def _open_run(
             )
             tags = {**tags, "sslflow.resumed_from_run_id": resume_run_id}
     run = run or mlflow.start_run(run_name=run_name, tags=tags)
+    try:  # a crashed predecessor's run: ended here, since its process could not
+        client = mlflow.MlflowClient(uri)
+        for closed in close_orphaned_runs(client, run.info.experiment_id, stage, keep=run.info.run_id):
+            print(f"note: marked MLflow run {closed} of {stage} KILLED: its process is gone", file=sys.stderr)
+    except mlflow.exceptions.MlflowException as err:
+        print(f"note: cannot look for runs of {stage} left RUNNING ({err})", file=sys.stderr)
     # A resumed run keeps the params it was started with: MLflow refuses to change a logged value.
     logged = mlflow.get_run(run.info.run_id).data.params if resume_run_id else {}
     # The upstream run's params come along (transitively), so that comparing two evaluate runs in the UI
@@ -252,9 +329,12 @@ def stage_run(
     `reports/lineage/<stage>.json` for the stages downstream. A stage resuming from a
     checkpoint passes its step and the run id recorded with it: the MLflow run continues (or a new one links
     to it) and `reports/<stage>_metrics.jsonl` keeps the records up to that step. The run ends FINISHED,
-    KILLED (stop signal) or FAILED (any other exception).
+    KILLED (stop signal, SIGTERM included, or the parent process gone: faults.watch_parent) or FAILED (any
+    other exception); runs of the same stage that a killed process left RUNNING are marked KILLED.
     """
     import mlflow
+
+    watch_parent()  # `dvc repro` killed: stop too, instead of running on as an orphan holding DVC's lock
 
     metrics_path = Layout().reports / f"{stage}_metrics.jsonl"
     _keep_metrics(metrics_path, resume_step)
@@ -265,6 +345,7 @@ def stage_run(
         "sslflow.pipeline_id": pipeline_id,
         "sslflow.upstream_run_id": parent.get("run_id", ""),
         "mlflow.source.git.commit": git_commit(),
+        **owner_tags(),
         **({"sslflow.resumed_at_step": str(resume_step)} if resume_step is not None else {}),
         **(tags or {}),
     }
@@ -278,7 +359,8 @@ def stage_run(
     write_json(Layout().lineage / f"{stage}.json", {"run_id": run_id or "", "pipeline_id": pipeline_id})
     run = StageRun(mlflow, run_id, metrics_path)
     try:
-        yield run
+        with _sigterm_ends_the_run():
+            yield run
     except (Interrupted, KeyboardInterrupt):
         run.end("KILLED")
         raise
@@ -325,7 +407,7 @@ def log_image_classifier(model_dir: Path, name: str, classes_path: Path, example
     import mlflow
     import numpy as np
     from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema, TensorSpec
+    from mlflow.types import ColSpec, Schema
 
     if mlflow.active_run() is None:  # fail closed: no model is logged, so none can be registered or promoted
         raise SslflowError(
@@ -347,24 +429,28 @@ def log_image_classifier(model_dir: Path, name: str, classes_path: Path, example
             raise SslflowError(f"cannot log the model: {path} not found")
     classes = json.loads(artifacts["classes"].read_text())
     shape = list(example.shape[1:])
+    # No input schema: MLflow would refuse (N, H, W) for a one-channel model, which predict accepts, and its
+    # schema error prints the whole array; predict checks the shape itself against `input_shape` in one line.
     signature = ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, *shape))]),
+        inputs=None,
         outputs=Schema([ColSpec("string", "label"), *[ColSpec("double", f"proba_{c}") for c in classes]]),
     )
-    info = mlflow.pyfunc.log_model(
-        name="model",
-        python_model=str(Path(__file__).with_name("pyfunc.py")),
-        artifacts={key: str(path) for key, path in artifacts.items()},
-        code_paths=[str(Path(sslflow.__file__).parent)],
-        pip_requirements=[f"{dist}=={version(dist)}" for dist in SERVING_REQUIREMENTS],
-        signature=signature,
-        input_example=example,
-        metadata={
-            "input": f"uint8 images (N, {', '.join(map(str, shape))}) as in training, pixel values 0-255",
-            "output": "label: the class name; proba_<class>: its probability, one column per class",
-            "classes": classes,
-        },
-    )
+    with logged_model_or_nothing(name):
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(Path(__file__).with_name("pyfunc.py")),
+            artifacts={key: str(path) for key, path in artifacts.items()},
+            code_paths=[str(Path(sslflow.__file__).parent)],
+            pip_requirements=[f"{dist}=={version(dist)}" for dist in SERVING_REQUIREMENTS],
+            signature=signature,
+            input_example=example,
+            metadata={
+                "input": f"uint8 images (N, {', '.join(map(str, shape))}) as in training, pixel values 0-255",
+                "output": "label: the class name; proba_<class>: its probability, one column per class",
+                "classes": classes,
+                "input_shape": shape,
+            },
+        )
     return info.model_uri
 
 
@@ -423,14 +509,15 @@ def log_text_classifier(model_dir: Path, name: str, task: str, example: list[str
     else:
         outputs = Schema([ColSpec("string", "label"), *[ColSpec("double", f"proba_{c}") for c in classes]])
         output = "label: the class name; proba_<class>: its probability, one column per class"
-    info = mlflow.pyfunc.log_model(
-        name="model",
-        python_model=str(Path(__file__).with_name("text_pyfunc.py")),
-        artifacts={key: str(path) for key, path in artifacts.items()},
-        code_paths=[str(Path(sslflow.__file__).parent)],
-        pip_requirements=[f"{dist}=={version(dist)}" for dist in TEXT_SERVING_REQUIREMENTS],
-        signature=ModelSignature(inputs=Schema([ColSpec("string", "text")]), outputs=outputs),
-        input_example=pd.DataFrame({"text": example}),
-        metadata={"task": task, "input": "text: raw strings", "output": output, "classes": classes},
-    )
+    with logged_model_or_nothing(name):
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(Path(__file__).with_name("text_pyfunc.py")),
+            artifacts={key: str(path) for key, path in artifacts.items()},
+            code_paths=[str(Path(sslflow.__file__).parent)],
+            pip_requirements=[f"{dist}=={version(dist)}" for dist in TEXT_SERVING_REQUIREMENTS],
+            signature=ModelSignature(inputs=Schema([ColSpec("string", "text")]), outputs=outputs),
+            input_example=pd.DataFrame({"text": example}),
+            metadata={"task": task, "input": "text: raw strings", "output": output, "classes": classes},
+        )
     return info.model_uri

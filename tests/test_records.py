@@ -1,0 +1,178 @@
+"""Records that end: a stage's MLflow run ends KILLED or FAILED however the stage stops, a run a killed process
+left RUNNING is closed by the next run of the stage, and a stage whose parent (`dvc repro`) dies stops too."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+
+# A stage-like process: one MLflow run via stage_run, then it fails, returns, or waits to be stopped.
+STAGE = """
+import sys, time
+from pathlib import Path
+from sslflow.tracking import stage_run
+mode = sys.argv[1]
+with stage_run("evaluate", run_name="t", experiment="records", params={}, upstream=None) as run:
+    Path(sys.argv[2]).write_text(run.run_id or "")
+    if mode == "fail":
+        raise RuntimeError("boom")
+    while mode == "wait":
+        time.sleep(0.05)
+"""
+# What `dvc repro` is to its stage: a parent that starts it and then dies (here: waits to be killed).
+PARENT = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1], "wait", sys.argv[2]])
+print(child.pid, flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.fixture(scope="module")
+def empty_store(tmp_path_factory):
+    """An initialised sqlite store; creating its tables takes ~10 s, so tests copy this one."""
+    path = tmp_path_factory.mktemp("template") / "mlflow.db"
+    mlflow.MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def project(tmp_path, empty_store):
+    shutil.copy(empty_store, tmp_path / "mlflow.db")
+    (tmp_path / "params.yaml").write_text("{}\n")
+    return tmp_path
+
+
+def env(project: Path) -> dict:
+    return {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}", "OMP_NUM_THREADS": "1"}
+
+
+def start(project: Path, mode: str, name: str) -> tuple[subprocess.Popen, Path]:
+    ready = project / f"{name}.ready"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STAGE, mode, str(ready)], cwd=project, env=env(project),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    return proc, ready
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, f"exited {proc.returncode}: {proc.stderr.read()[-2000:]}"
+        assert time.monotonic() < deadline, f"{path} did not appear in {timeout} s"
+        time.sleep(0.05)
+    return path.read_text()
+
+
+def status(project: Path, run_id: str) -> str:
+    return mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}").get_run(run_id).info.status
+
+
+def test_sigterm_ends_the_run_killed_and_exits_143(project):
+    """A stage without a training loop (evaluate) had no handler: SIGTERM killed it and its run stayed RUNNING."""
+    proc, ready = start(project, "wait", "a")
+    run_id = wait_for(ready, proc)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 143
+    assert status(project, run_id) == "KILLED"
+
+
+def test_an_exception_ends_the_run_failed(project):
+    proc, ready = start(project, "fail", "a")
+    assert proc.wait(timeout=60) == 1 and "boom" in proc.stderr.read()
+    assert status(project, ready.read_text()) == "FAILED"
+
+
+def test_the_next_run_of_the_stage_closes_the_run_a_killed_process_left_running(project):
+    live, live_ready = start(project, "wait", "live")  # another workspace's evaluate, still running
+    killed, killed_ready = start(project, "wait", "killed")
+    live_id, killed_id = wait_for(live_ready, live), wait_for(killed_ready, killed)
+    killed.send_signal(signal.SIGKILL)  # nothing can end its run
+    killed.wait(timeout=30)
+    assert status(project, killed_id) == "RUNNING"
+
+    next_run, next_ready = start(project, "return", "next")
+    assert next_run.wait(timeout=60) == 0, next_run.stderr.read()
+    assert f"marked MLflow run {killed_id} of evaluate KILLED" in next_run.stderr.read()
+    assert status(project, killed_id) == "KILLED"
+    assert status(project, live_id) == "RUNNING"  # its process lives: left alone
+    assert status(project, next_ready.read_text()) == "FINISHED"
+    live.send_signal(signal.SIGTERM)
+    assert live.wait(timeout=30) == 143
+
+
+def gone(pid: int) -> bool:
+    """Exited (an orphan whose new parent has not reaped it yet is a zombie: gone too)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
+
+
+@pytest.mark.parametrize("kill", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_a_stage_stops_when_its_parent_dies(project, kill):
+    """`dvc repro` killed leaves its stage an orphan (parent pid 1) that runs on and holds DVC's lock; the stage
+    must notice within seconds, stop as on SIGTERM and end its run KILLED."""
+    ready = project / "child.ready"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT, STAGE, str(ready)], cwd=project, env=env(project),
+        stdout=subprocess.PIPE, text=True,
+    )
+    child = int(parent.stdout.readline())
+    run_id = wait_for(ready, parent)
+    parent.send_signal(kill)  # a plain Python parent does not pass SIGTERM on to its child either
+    parent.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while not gone(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    alive = not gone(child)
+    if alive:
+        os.kill(child, signal.SIGKILL)
+    assert not alive, "the stage ran on after its parent died"
+    deadline = time.monotonic() + 10
+    while status(project, run_id) == "RUNNING" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert status(project, run_id) == "KILLED"
+
+
+@pytest.mark.slow
+def test_sigterm_to_dvc_repro_stops_its_stage(project):
+    """The real case: `dvc repro` is sent SIGTERM while its stage runs; the stage must not run on as an orphan
+    holding DVC's lock, and the next `dvc repro` must start."""
+    (project / "stage.py").write_text(STAGE)
+    (project / "dvc.yaml").write_text(
+        "stages:\n  slow:\n    cmd: python stage.py wait child.ready\n    deps: [stage.py]\n    outs: [out.txt]\n"
+    )
+    for args in (["git", "init", "-q"], ["dvc", "init", "-q"]):
+        subprocess.run(args, cwd=project, env=env(project), check=True, capture_output=True)
+    dvc = subprocess.Popen(["dvc", "repro"], cwd=project, env=env(project), stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    run_id = wait_for(project / "child.ready", dvc, timeout=120)
+    stage = next(
+        int(pid) for pid in os.listdir("/proc") if pid.isdigit() and Path(f"/proc/{pid}/cmdline").exists()
+        and b"stage.py\0wait" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    )
+    dvc.send_signal(signal.SIGTERM)
+    dvc.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while not gone(stage) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    alive = not gone(stage)
+    if alive:
+        os.kill(stage, signal.SIGKILL)
+    assert not alive, "the stage ran on after dvc repro was stopped"
+    deadline = time.monotonic() + 10
+    while status(project, run_id) == "RUNNING" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert status(project, run_id) == "KILLED"
+    (project / "stage.py").write_text(STAGE.replace('"wait"', '"never"') + "\nPath('out.txt').write_text('ok')\n")
+    rerun = subprocess.run(["dvc", "repro"], cwd=project, env=env(project), capture_output=True, text=True,
+                           timeout=120)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr  # DVC's lock is free

@@ -225,13 +225,13 @@ def dvc(project, *args, **kwargs):
 @pytest.mark.slow
 def test_a_failing_stage_keeps_upstream_in_dvc_lock_and_the_rerun_starts_there(tmp_path):
     project = make_project(
-        tmp_path / "project", {**FAULTS, "pretrain": {**FAULTS["pretrain"], "batch_size": 1}}, dvc=True
-    )
+        tmp_path / "project", {**FAULTS, "pretrain": {**FAULTS["pretrain"], "batch_size": 100_000}}, dvc=True
+    )  # valid params (the check stage passes), but a batch larger than the pool: pretrain itself fails
     assert dvc(project, "init", "--no-scm").returncode == 0
     failed = dvc(project, "repro", "pretrain")
     assert failed.returncode != 0 and "pretrain.batch_size" in failed.stderr + failed.stdout
     lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
-    assert set(lock) == {"fetch", "preprocess"}
+    assert set(lock) == {"check", "fetch", "preprocess"}
 
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["pretrain"]["batch_size"] = 64
@@ -251,4 +251,5 @@ def test_a_failing_stage_keeps_upstream_in_dvc_lock_and_the_rerun_starts_there(t
     assert repro.returncode == 0, out
     assert "Stage 'fetch' didn't change, skipping" in out and "Stage 'preprocess' didn't change, skipping" in out
     assert "Running stage 'pretrain'" in out
-    assert set(yaml.safe_load((project / "dvc.lock").read_text())["stages"]) == {"fetch", "preprocess", "pretrain"}
+    stages = set(yaml.safe_load((project / "dvc.lock").read_text())["stages"])
+    assert stages == {"check", "fetch", "preprocess", "pretrain"}

@@ -73,3 +73,13 @@ def tiny_pipeline(tmp_path_factory) -> Path:
     for stage in ("fetch", "preprocess", "pretrain", "finetune", "evaluate"):
         run_stage(project, stage)
     return project
+
+
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory) -> Path:
+    """An initialised sqlite MLflow store; creating its tables takes ~10 s, so tests copy this one."""
+    import mlflow
+
+    path = tmp_path_factory.mktemp("template") / "mlflow.db"
+    mlflow.MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path

@@ -34,14 +34,6 @@ time.sleep(600)
 """
 
 
-@pytest.fixture(scope="module")
-def empty_store(tmp_path_factory):
-    """An initialised sqlite store; creating its tables takes ~10 s, so tests copy this one."""
-    path = tmp_path_factory.mktemp("template") / "mlflow.db"
-    mlflow.MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
-    return path
-
-
 @pytest.fixture
 def project(tmp_path, empty_store):
     shutil.copy(empty_store, tmp_path / "mlflow.db")
@@ -116,6 +108,23 @@ def gone(pid: int) -> bool:
         return True
 
 
+def assert_stopped_and_killed(pid: int, project: Path, run_id: str, message: str) -> None:
+    """Within 10 s the stage process `pid` is gone (killed here if not, so no orphan outlives the test) and
+    within 10 s more its MLflow run reads KILLED."""
+    deadline = time.monotonic() + 10
+    while not gone(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    alive = not gone(pid)
+    if alive:
+        os.kill(pid, signal.SIGKILL)
+    assert not alive, message
+    deadline = time.monotonic() + 10
+    while status(project, run_id) == "RUNNING" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert status(project, run_id) == "KILLED"
+
+
+
 @pytest.mark.parametrize("kill", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
 def test_a_stage_stops_when_its_parent_dies(project, kill):
     """`dvc repro` killed leaves its stage an orphan (parent pid 1) that runs on and holds DVC's lock; the stage
@@ -129,17 +138,7 @@ def test_a_stage_stops_when_its_parent_dies(project, kill):
     run_id = wait_for(ready, parent)
     parent.send_signal(kill)  # a plain Python parent does not pass SIGTERM on to its child either
     parent.wait(timeout=30)
-    deadline = time.monotonic() + 10
-    while not gone(child) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    alive = not gone(child)
-    if alive:
-        os.kill(child, signal.SIGKILL)
-    assert not alive, "the stage ran on after its parent died"
-    deadline = time.monotonic() + 10
-    while status(project, run_id) == "RUNNING" and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert status(project, run_id) == "KILLED"
+    assert_stopped_and_killed(child, project, run_id, "the stage ran on after its parent died")
 
 
 @pytest.mark.slow
@@ -161,17 +160,7 @@ def test_sigterm_to_dvc_repro_stops_its_stage(project):
     )
     dvc.send_signal(signal.SIGTERM)
     dvc.wait(timeout=30)
-    deadline = time.monotonic() + 10
-    while not gone(stage) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    alive = not gone(stage)
-    if alive:
-        os.kill(stage, signal.SIGKILL)
-    assert not alive, "the stage ran on after dvc repro was stopped"
-    deadline = time.monotonic() + 10
-    while status(project, run_id) == "RUNNING" and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert status(project, run_id) == "KILLED"
+    assert_stopped_and_killed(stage, project, run_id, "the stage ran on after dvc repro was stopped")
     (project / "stage.py").write_text(STAGE.replace('"wait"', '"never"') + "\nPath('out.txt').write_text('ok')\n")
     rerun = subprocess.run(["dvc", "repro"], cwd=project, env=env(project), capture_output=True, text=True,
                            timeout=120)

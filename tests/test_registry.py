@@ -22,14 +22,6 @@ NAME = "digits"
 PARAMS = f"registry:\n  model_names:\n    image: {NAME}\npromote:\n  min_delta: 0.01\n  min_class_recall: 0.5\n"
 
 
-@pytest.fixture(scope="module")
-def empty_store(tmp_path_factory):
-    """An initialised sqlite store; creating its tables takes ~10 s, so tests copy this one."""
-    path = tmp_path_factory.mktemp("template") / "mlflow.db"
-    mlflow.MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
-    return path
-
-
 @pytest.fixture
 def project(tmp_path, empty_store, monkeypatch):
     shutil.copy(empty_store, tmp_path / "mlflow.db")

@@ -25,11 +25,12 @@ with stage_run("evaluate", run_name="t", experiment="records", params={}, upstre
     while mode == "wait":
         time.sleep(0.05)
 """
-# What `dvc repro` is to its stage: a parent that starts it and then dies (here: waits to be killed).
+# What `dvc repro` is to its stage: a parent that starts it, directly or through `sh -c` as DVC does when SHELL
+# is unset (dash stays in between), and then dies (here: waits to be killed).
 PARENT = """
-import subprocess, sys, time
-child = subprocess.Popen([sys.executable, "-c", sys.argv[1], "wait", sys.argv[2]])
-print(child.pid, flush=True)
+import shlex, subprocess, sys, time
+command = [sys.executable, "-c", sys.argv[1], "wait", sys.argv[2]]
+subprocess.Popen(["/bin/sh", "-c", shlex.join(command)] if sys.argv[3] == "shell" else command)
 time.sleep(600)
 """
 
@@ -108,6 +109,15 @@ def gone(pid: int) -> bool:
         return True
 
 
+def stage_pid(ready: Path) -> int:
+    """The pid of the stand-in stage that writes `ready` (not the shell that may have started it)."""
+    return next(
+        int(pid) for pid in os.listdir("/proc") if pid.isdigit() and Path(f"/proc/{pid}/cmdline").exists()
+        and Path(f"/proc/{pid}/cmdline").read_bytes().startswith(sys.executable.encode() + b"\0")
+        and Path(f"/proc/{pid}/cmdline").read_bytes().endswith(b"\0wait\0" + str(ready).encode() + b"\0")
+    )
+
+
 def assert_stopped_and_killed(pid: int, project: Path, run_id: str, message: str) -> None:
     """Within 10 s the stage process `pid` is gone (killed here if not, so no orphan outlives the test) and
     within 10 s more its MLflow run reads KILLED."""
@@ -125,43 +135,46 @@ def assert_stopped_and_killed(pid: int, project: Path, run_id: str, message: str
 
 
 
+@pytest.mark.parametrize("through", ["direct", "shell"])
 @pytest.mark.parametrize("kill", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
-def test_a_stage_stops_when_its_parent_dies(project, kill):
-    """`dvc repro` killed leaves its stage an orphan (parent pid 1) that runs on and holds DVC's lock; the stage
-    must notice within seconds, stop as on SIGTERM and end its run KILLED."""
+def test_a_stage_stops_when_its_parent_dies(project, kill, through):
+    """`dvc repro` killed leaves its stage an orphan (or the `sh -c` between them) that runs on and holds DVC's
+    lock; the stage must notice within seconds, stop as on SIGTERM and end its run KILLED."""
     ready = project / "child.ready"
     parent = subprocess.Popen(
-        [sys.executable, "-c", PARENT, STAGE, str(ready)], cwd=project, env=env(project),
-        stdout=subprocess.PIPE, text=True,
+        [sys.executable, "-c", PARENT, STAGE, str(ready), through], cwd=project, env=env(project), text=True
     )
-    child = int(parent.stdout.readline())
     run_id = wait_for(ready, parent)
+    child = stage_pid(ready)
     parent.send_signal(kill)  # a plain Python parent does not pass SIGTERM on to its child either
     parent.wait(timeout=30)
     assert_stopped_and_killed(child, project, run_id, "the stage ran on after its parent died")
 
 
 @pytest.mark.slow
-def test_sigterm_to_dvc_repro_stops_its_stage(project):
+@pytest.mark.parametrize("shell", ["/bin/bash", None], ids=["bash", "shell-unset"])
+def test_sigterm_to_dvc_repro_stops_its_stage(project, shell):
     """The real case: `dvc repro` is sent SIGTERM while its stage runs; the stage must not run on as an orphan
-    holding DVC's lock, and the next `dvc repro` must start."""
+    holding DVC's lock, and the next `dvc repro` must start. DVC runs the stage as `$SHELL -c cmd`; with SHELL
+    unset (as in CI) that is /bin/sh, which on Debian is dash and stays between dvc and the stage."""
+    run_env = {k: v for k, v in env(project).items() if k != "SHELL"} | ({"SHELL": shell} if shell else {})
     (project / "stage.py").write_text(STAGE)
     (project / "dvc.yaml").write_text(
         "stages:\n  slow:\n    cmd: python stage.py wait child.ready\n    deps: [stage.py]\n    outs: [out.txt]\n"
     )
     for args in (["git", "init", "-q"], ["dvc", "init", "-q"]):
         subprocess.run(args, cwd=project, env=env(project), check=True, capture_output=True)
-    dvc = subprocess.Popen(["dvc", "repro"], cwd=project, env=env(project), stdout=subprocess.PIPE,
+    dvc = subprocess.Popen(["dvc", "repro"], cwd=project, env=run_env, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True)
     run_id = wait_for(project / "child.ready", dvc, timeout=120)
     stage = next(
         int(pid) for pid in os.listdir("/proc") if pid.isdigit() and Path(f"/proc/{pid}/cmdline").exists()
-        and b"stage.py\0wait" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        and Path(f"/proc/{pid}/cmdline").read_bytes().endswith(b"stage.py\0wait\0child.ready\0")
     )
     dvc.send_signal(signal.SIGTERM)
     dvc.wait(timeout=30)
     assert_stopped_and_killed(stage, project, run_id, "the stage ran on after dvc repro was stopped")
     (project / "stage.py").write_text(STAGE.replace('"wait"', '"never"') + "\nPath('out.txt').write_text('ok')\n")
-    rerun = subprocess.run(["dvc", "repro"], cwd=project, env=env(project), capture_output=True, text=True,
+    rerun = subprocess.run(["dvc", "repro"], cwd=project, env=run_env, capture_output=True, text=True,
                            timeout=120)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr  # DVC's lock is free

@@ -7,10 +7,10 @@ The store defaults to sqlite `mlflow.db` at the project root, by absolute URI, s
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,11 +23,11 @@ from sslflow.atomic import write_json, write_text
 from sslflow.errors import SslflowError
 from sslflow.faults import Interrupted, watch_parent
 from sslflow.paths import Layout, project_dir
+from sslflow.tracking.backfill import UPSTREAM, UPSTREAM_OFFLINE_ID, read_lineage, upstream_run_id
 from sslflow.tracking.logged import logged_model_or_nothing
+from sslflow.tracking.records import close_orphaned_runs, owner_tags, sigterm_ends_the_run
 
 PROBE_TIMEOUT_S = 5
-# Who runs a stage's MLflow run: the next run of the stage closes (KILLED) a RUNNING one whose process is gone.
-HOST, PID, PID_START = "sslflow.host", "sslflow.pid", "sslflow.pid_start"
 DIGEST_CHARS = 12  # of a data hash in MLflow's Dataset column: as preprocess prints it (MLflow allows 36)
 # A stage's console shows its own progress bar and summary; MLflow's per-artifact upload bars are noise there.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -65,11 +65,6 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
         else:
             flat[name] = value
     return flat
-
-
-def read_lineage(stage: str) -> dict:
-    path = Layout().lineage / f"{stage}.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def finetune_run_name(
@@ -118,8 +113,8 @@ class StageRun:
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         metrics = {k: float(v) for k, v in metrics.items()}
-        with open(self.metrics_path, "a") as f:
-            f.write(json.dumps({"step": step, **metrics}) + "\n")
+        with open(self.metrics_path, "a") as f:  # the timestamp (ms, as MLflow's) for a run backfilled later
+            f.write(json.dumps({"step": step, "timestamp": _now_ms(), **metrics}) + "\n")
         self._call("log_metrics", metrics, step=step)
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
@@ -173,7 +168,11 @@ def _step_of(line: str) -> int | None:
         return None
 
 
-def _log_data(mlflow, data: tuple[Path, str, str]) -> None:
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _dataset(data: tuple[Path, str, str]):
     """`data` = (directory, its hash, context) as the run's input: MLflow's Dataset column shows the directory's
     path in the project as the name, the hash's first DIGEST_CHARS as the digest, and the context."""
     from mlflow.data.dataset_source_registry import get_dataset_source_from_json
@@ -188,74 +187,11 @@ def _log_data(mlflow, data: tuple[Path, str, str]) -> None:
         name = where.as_posix()
     # A MetaDataset carries the name, source and digest only: nothing is loaded just to be logged.
     source = get_dataset_source_from_json(json.dumps({"uri": str(where)}), source_type="local")
-    mlflow.log_input(MetaDataset(source, name=name, digest=digest[:DIGEST_CHARS]), context=context)
+    return MetaDataset(source, name=name, digest=digest[:DIGEST_CHARS])
 
 
-def _started(pid: int) -> str:
-    """When process `pid` started (clock ticks since boot, /proc/<pid>/stat field 22), so that a reused pid is
-    not taken for the process that owned a run; "" where /proc is not there, or the process is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
-def owner_tags() -> dict[str, str]:
-    """The tags that name this process as the owner of a run."""
-    return {HOST: socket.gethostname(), PID: str(os.getpid()), PID_START: _started(os.getpid())}
-
-
-def _owner_is_gone(tags: dict[str, str]) -> bool:
-    """True only when the run's owner ran on this host and no longer runs (a run from another host, or from a
-    version of sslflow that did not record its owner, is left alone)."""
-    if tags.get(HOST) != socket.gethostname() or not tags.get(PID, "").isdigit():
-        return False
-    pid = int(tags[PID])
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, another user's
-        return False
-    started = _started(pid)
-    return bool(tags.get(PID_START)) and bool(started) and started != tags[PID_START]  # the pid was reused
-
-
-def close_orphaned_runs(client, experiment_id: str, stage: str, keep: str | None = None) -> list[str]:
-    """Mark KILLED the runs of `stage` still RUNNING whose process is gone (killed with SIGKILL, or by the OOM
-    killer: nothing could end them); returns their ids. `keep`: a run id to leave alone (this stage's own)."""
-    found = client.search_runs(
-        [experiment_id], filter_string=f"tags.`sslflow.stage` = '{stage}' and attributes.status = 'RUNNING'"
-    )
-    closed = []
-    for run in found:
-        if run.info.run_id != keep and _owner_is_gone(run.data.tags):
-            client.set_terminated(run.info.run_id, "KILLED")
-            closed.append(run.info.run_id)
-    return closed
-
-
-@contextmanager
-def _sigterm_ends_the_run() -> Iterator[None]:
-    """While a run is open, SIGTERM (default action: die at once, leaving the run RUNNING) raises Interrupted,
-    so the run ends KILLED and the process exits 143. A handler already installed (the training loop's
-    stop_on_signals, which installs its own inside) is kept."""
-    import threading
-
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
-        yield
-        return
-
-    def handle(signum, frame):
-        signal.signal(signum, signal.SIG_DFL)
-        raise Interrupted(signum)
-
-    signal.signal(signal.SIGTERM, handle)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+def _artifact_location() -> str:
+    return (project_root() / "mlartifacts").as_uri()
 
 
 def _open_run(
@@ -267,14 +203,20 @@ def _open_run(
     tags: dict,
     data: tuple[Path, str, str] | None,
     resume_run_id: str | None,
-    upstream_run_id: str,
+    upstream: str | None,
+    parent: dict,
 ):
     uri = tracking_uri()
     _probe(uri)
     mlflow.set_tracking_uri(uri)
     if mlflow.get_experiment_by_name(experiment) is None:
-        mlflow.create_experiment(experiment, artifact_location=(project_root() / "mlartifacts").as_uri())
+        mlflow.create_experiment(experiment, artifact_location=_artifact_location())
     mlflow.set_experiment(experiment)
+    client = mlflow.MlflowClient(uri)
+    upstream_id = parent.get("run_id", "")
+    if "offline" in parent:  # the upstream stage ran while the server was down: its run is created now
+        upstream_id = upstream_run_id(client, upstream, project_root() / "reports" / "lineage" / ".backfill.lock")
+        tags = {**tags, UPSTREAM: upstream_id}
     run = None
     if resume_run_id:
         try:
@@ -287,7 +229,6 @@ def _open_run(
             tags = {**tags, "sslflow.resumed_from_run_id": resume_run_id}
     run = run or mlflow.start_run(run_name=run_name, tags=tags)
     try:  # a crashed predecessor's run: ended here, since its process could not
-        client = mlflow.MlflowClient(uri)
         for closed in close_orphaned_runs(client, run.info.experiment_id, stage, keep=run.info.run_id):
             print(f"note: marked MLflow run {closed} of {stage} KILLED: its process is gone", file=sys.stderr)
     except mlflow.exceptions.MlflowException as err:
@@ -297,14 +238,34 @@ def _open_run(
     # The upstream run's params come along (transitively), so that comparing two evaluate runs in the UI
     # shows the finetune and pretrain settings that produced them.
     try:
-        inherited = mlflow.get_run(upstream_run_id).data.params if upstream_run_id else {}
+        inherited = mlflow.get_run(upstream_id).data.params if upstream_id else {}
     except mlflow.exceptions.MlflowException:  # the upstream run lives in another store
         inherited = {}
     own = flatten(params, f"{stage}.")
     mlflow.log_params({k: v for k, v in {**inherited, **own}.items() if k not in logged})
     if data is not None:
-        _log_data(mlflow, data)
+        mlflow.log_input(_dataset(data), context=data[2])
     return run
+
+
+def _offline_record(
+    stage: str, run_name: str, experiment: str, params: dict, tags: dict, data: tuple[Path, str, str] | None,
+    resume_run_id: str | None, upstream: str | None, start_time: int,
+) -> dict:
+    """What the run would have held in MLflow, for tracking/backfill.py to create it once the server answers
+    (the metrics are in the stage's metrics file); the end is added when the stage ends."""
+    resumed = {"sslflow.resumed_from_run_id": resume_run_id} if resume_run_id else {}
+    return {
+        "id": uuid.uuid4().hex,
+        "experiment": experiment,
+        "artifact_location": _artifact_location(),
+        "run_name": run_name,
+        "upstream": upstream,
+        "start_time": start_time,
+        "tags": {**tags, **resumed},
+        "params": {k: str(v) for k, v in flatten(params, f"{stage}.").items()},  # as mlflow.log_params has them
+        "data": {**_dataset(data).to_dict(), "context": data[2]} if data is not None else None,
+    }
 
 
 @contextmanager
@@ -326,11 +287,12 @@ def stage_run(
     "image/finetune fixmatch 10/class seed 0". `data` = (directory, its hash, context: the part the run used,
     e.g. train, pool, test) goes to MLflow's Dataset column. `upstream` names the stage whose lineage this run
     continues (None starts a new pipeline id). The run id and pipeline id are written to
-    `reports/lineage/<stage>.json` for the stages downstream. A stage resuming from a
-    checkpoint passes its step and the run id recorded with it: the MLflow run continues (or a new one links
-    to it) and `reports/<stage>_metrics.jsonl` keeps the records up to that step. The run ends FINISHED,
-    KILLED (stop signal, SIGTERM included, or the parent process gone: faults.watch_parent) or FAILED (any
-    other exception); runs of the same stage that a killed process left RUNNING are marked KILLED.
+    `reports/lineage/<stage>.json` for the stages downstream; a run that cannot reach MLflow records there what
+    it would have logged, and the next stage downstream that reaches MLflow creates it (tracking/backfill.py).
+    A stage resuming from a checkpoint passes its step and the run id recorded with it: the MLflow run continues
+    (or a new one links to it) and `reports/<stage>_metrics.jsonl` keeps the records up to that step. The run
+    ends FINISHED, KILLED (stop signal, SIGTERM included, or the parent process gone: faults.watch_parent) or
+    FAILED (any other exception); runs of the same stage that a killed process left RUNNING are marked KILLED.
     """
     import mlflow
 
@@ -343,31 +305,47 @@ def stage_run(
     all_tags = {
         "sslflow.stage": stage,
         "sslflow.pipeline_id": pipeline_id,
-        "sslflow.upstream_run_id": parent.get("run_id", ""),
+        UPSTREAM: parent.get("run_id", ""),
+        **({UPSTREAM_OFFLINE_ID: parent["offline"]["id"]} if "offline" in parent else {}),
         "mlflow.source.git.commit": git_commit(),
         **owner_tags(),
         **({"sslflow.resumed_at_step": str(resume_step)} if resume_step is not None else {}),
         **(tags or {}),
     }
+    start_time = _now_ms()
     try:
         run_id = _open_run(
-            mlflow, stage, run_name, experiment, params, all_tags, data, resume_run_id, parent.get("run_id", "")
+            mlflow, stage, run_name, experiment, params, all_tags, data, resume_run_id, upstream, parent
         ).info.run_id
     except Exception as err:  # server down, refused, or a broken store: train anyway, locally
         _warn_offline(err, metrics_path)
         run_id = None
-    write_json(Layout().lineage / f"{stage}.json", {"run_id": run_id or "", "pipeline_id": pipeline_id})
+    lineage_path = Layout().lineage / f"{stage}.json"
+    lineage = {"run_id": run_id or "", "pipeline_id": pipeline_id}
+    offline = None
+    if run_id is None:
+        offline = _offline_record(
+            stage, run_name, experiment, params, all_tags, data, resume_run_id, upstream, start_time
+        )
+        lineage["offline"] = offline
+    write_json(lineage_path, lineage)
     run = StageRun(mlflow, run_id, metrics_path)
+
+    def end(status: str) -> None:
+        run.end(status)
+        if offline is not None:  # how the run created later ends
+            write_json(lineage_path, {**lineage, "offline": {**offline, "status": status, "end_time": _now_ms()}})
+
     try:
-        with _sigterm_ends_the_run():
+        with sigterm_ends_the_run():
             yield run
     except (Interrupted, KeyboardInterrupt):
-        run.end("KILLED")
+        end("KILLED")
         raise
     except BaseException:
-        run.end("FAILED")
+        end("FAILED")
         raise
-    run.end("FINISHED")
+    end("FINISHED")
 
 
 def record_data_stage(
@@ -393,6 +371,33 @@ def record_data_stage(
             run.log_artifact(path, stage)
 
 
+def _log_pyfunc(
+    name: str, python_model: str, artifacts: dict[str, Path], requirements: tuple[str, ...], signature, example,
+    metadata: dict,
+) -> str:
+    """Log the pyfunc `python_model` (a file in this package) as the open run's "model", with `artifacts`, sslflow
+    as its code and `requirements` pinned to the installed versions; returns the model URI. A failure leaves no
+    logged model behind (logged_model_or_nothing)."""
+    from importlib.metadata import version
+
+    import mlflow
+
+    import sslflow
+
+    with logged_model_or_nothing(name):
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(Path(__file__).with_name(python_model)),
+            artifacts={key: str(path) for key, path in artifacts.items()},
+            code_paths=[str(Path(sslflow.__file__).parent)],
+            pip_requirements=[f"{dist}=={version(dist)}" for dist in requirements],
+            signature=signature,
+            input_example=example,
+            metadata=metadata,
+        )
+    return info.model_uri
+
+
 # What the logged model needs besides its code (sslflow travels with it as code_paths).
 SERVING_REQUIREMENTS = ("mlflow", "torch", "torchvision", "safetensors", "numpy", "pandas", "pydantic", "pyyaml")
 
@@ -402,8 +407,6 @@ def log_image_classifier(model_dir: Path, name: str, classes_path: Path, example
 
     `example`: uint8 (n, C, H, W) test images; it fixes the input schema (any N, this C, H, W).
     """
-    from importlib.metadata import version
-
     import mlflow
     import numpy as np
     from mlflow.models import ModelSignature
@@ -414,9 +417,6 @@ def log_image_classifier(model_dir: Path, name: str, classes_path: Path, example
             f"cannot log the {name} model: no MLflow run is open (tracking at {tracking_uri()} was unreachable); "
             "the local reports are written: rerun this stage once the server answers"
         )
-
-    import sslflow
-
     if example.dtype != np.uint8 or example.ndim != 4 or len(example) == 0:
         raise SslflowError(f"the input example must be uint8 (n, C, H, W) images, got {example.dtype} {example.shape}")
     artifacts = {
@@ -435,23 +435,15 @@ def log_image_classifier(model_dir: Path, name: str, classes_path: Path, example
         inputs=None,
         outputs=Schema([ColSpec("string", "label"), *[ColSpec("double", f"proba_{c}") for c in classes]]),
     )
-    with logged_model_or_nothing(name):
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=str(Path(__file__).with_name("pyfunc.py")),
-            artifacts={key: str(path) for key, path in artifacts.items()},
-            code_paths=[str(Path(sslflow.__file__).parent)],
-            pip_requirements=[f"{dist}=={version(dist)}" for dist in SERVING_REQUIREMENTS],
-            signature=signature,
-            input_example=example,
-            metadata={
-                "input": f"uint8 images (N, {', '.join(map(str, shape))}) as in training, pixel values 0-255",
-                "output": "label: the class name; proba_<class>: its probability, one column per class",
-                "classes": classes,
-                "input_shape": shape,
-            },
-        )
-    return info.model_uri
+    return _log_pyfunc(
+        name, "pyfunc.py", artifacts, SERVING_REQUIREMENTS, signature, example,
+        {
+            "input": f"uint8 images (N, {', '.join(map(str, shape))}) as in training, pixel values 0-255",
+            "output": "label: the class name; proba_<class>: its probability, one column per class",
+            "classes": classes,
+            "input_shape": shape,
+        },
+    )
 
 
 TEXT_SERVING_REQUIREMENTS = (
@@ -473,8 +465,6 @@ def log_text_classifier(model_dir: Path, name: str, task: str, example: list[str
 
     `example`: a few raw test strings; the input is a column `text` of strings.
     """
-    from importlib.metadata import version
-
     import mlflow
     import pandas as pd
     from mlflow.models import ModelSignature
@@ -486,9 +476,6 @@ def log_text_classifier(model_dir: Path, name: str, task: str, example: list[str
             f"cannot log the {name} model: no MLflow run is open (tracking at {tracking_uri()} was unreachable); "
             "the local reports are written: rerun this stage once the server answers"
         )
-
-    import sslflow
-
     artifacts = {
         "weights": model_dir / f"{name}.safetensors",
         "config": model_dir / f"{name}.json",
@@ -509,15 +496,9 @@ def log_text_classifier(model_dir: Path, name: str, task: str, example: list[str
     else:
         outputs = Schema([ColSpec("string", "label"), *[ColSpec("double", f"proba_{c}") for c in classes]])
         output = "label: the class name; proba_<class>: its probability, one column per class"
-    with logged_model_or_nothing(name):
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=str(Path(__file__).with_name("text_pyfunc.py")),
-            artifacts={key: str(path) for key, path in artifacts.items()},
-            code_paths=[str(Path(sslflow.__file__).parent)],
-            pip_requirements=[f"{dist}=={version(dist)}" for dist in TEXT_SERVING_REQUIREMENTS],
-            signature=ModelSignature(inputs=Schema([ColSpec("string", "text")]), outputs=outputs),
-            input_example=pd.DataFrame({"text": example}),
-            metadata={"task": task, "input": "text: raw strings", "output": output, "classes": classes},
-        )
-    return info.model_uri
+    return _log_pyfunc(
+        name, "text_pyfunc.py", artifacts, TEXT_SERVING_REQUIREMENTS,
+        ModelSignature(inputs=Schema([ColSpec("string", "text")]), outputs=outputs),
+        pd.DataFrame({"text": example}),
+        {"task": task, "input": "text: raw strings", "output": output, "classes": classes},
+    )

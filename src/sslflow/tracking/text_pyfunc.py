@@ -1,7 +1,8 @@
 """The registered text model: an MLflow pyfunc that takes raw strings and does its own tokenization.
 
 Logged as "models from code" (this file) with the sslflow package as its code; the weights (safetensors),
-the WordPiece tokenizer, the encoding settings and the class or tag names are its artifacts.
+the WordPiece tokenizer, the encoding settings (for NER also the tag decoding fine-tuning chose) and the class
+or tag names are its artifacts.
 Input: a column `text` of strings. Output, text-classification: `label` and `proba_<class>` per class;
 token-classification: `entities`, a list of {"text", "type", "start", "end"} (character offsets) per string.
 """
@@ -45,6 +46,7 @@ class TextModel(mlflow.pyfunc.PythonModel):
                 texts,
                 self.classes,
                 max_length=self.encoding["max_length"],
+                decoding=self.encoding["decoding"],
                 runtime=CPU,
             )
             return pd.DataFrame({"entities": found})

@@ -97,7 +97,8 @@ def test_heads_shapes_and_predictions(tokenizer, config):
     assert [w.shape for w in words] == [(2, 3), (30, 3), (0, 3)]
     assert (words[1][14:, 0] == 1.0).all()  # past max_length - 2 word pieces: "O"
     found = find_entities(
-        tagger, tokenizer, ["The red fox, in the sky.", ""], ["O", "B-X", "I-X"], max_length=16, runtime=CPU
+        tagger, tokenizer, ["The red fox, in the sky.", ""], ["O", "B-X", "I-X"], max_length=16, decoding="viterbi",
+        runtime=CPU,
     )
     for entity in found[0]:
         assert "The red fox, in the sky."[entity["start"] : entity["end"]] == entity["text"]

@@ -14,6 +14,7 @@ import yaml
 from sslflow.cli import run
 from sslflow.metrics import read as read_metrics
 from sslflow.splits import split_indices
+from sslflow.text.config import TextFinetune
 
 REPO = Path(__file__).resolve().parents[1]
 WIKIGOLD = REPO.parent / "shared" / "data" / "wikigold" / "wikigold.conll.txt"
@@ -203,15 +204,18 @@ def test_ner_pipeline_outputs_and_entity_spans(ner_project, monkeypatch):
     import pandas as pd
 
     metrics = read_metrics(ner_project / "reports")
-    assert {"entity_f1", "precision", "recall", "macro_f1", "min_class_recall"} <= set(metrics["ssl"])
+    assert {"entity_f1", "precision", "recall", "macro_f1", "min_class_recall", "f1_LOC", "f1_PER"} <= set(
+        metrics["ssl"]
+    )
     assert "lift" in metrics
     report = json.loads((ner_project / "reports/classification/classical.json").read_text())
     assert {"LOC", "PER", "micro avg"} <= set(report)
+    assert metrics["classical"]["f1_LOC"] == report["LOC"]["f1-score"]
     monkeypatch.chdir(ner_project)
     mlflow.set_tracking_uri(f"sqlite:///{ner_project / 'mlflow.db'}")
-    out = mlflow.pyfunc.load_model("models:/sslflow-ner@challenger").predict(
-        pd.DataFrame({"text": ["Mary went to Oslo."]})
-    )
+    served = mlflow.pyfunc.load_model("models:/sslflow-ner@challenger")
+    assert served.unwrap_python_model().encoding["decoding"] == TextFinetune().decoding  # what val was scored with
+    out = served.predict(pd.DataFrame({"text": ["Mary went to Oslo."]}))
     for entity in out["entities"][0]:
         assert "Mary went to Oslo."[entity["start"] : entity["end"]] == entity["text"] and entity["type"] in (
             "LOC",

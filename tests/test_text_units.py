@@ -11,8 +11,10 @@ import torch
 
 from sslflow.errors import SslflowError
 from sslflow.text import baselines
+from sslflow.text.config import TextFinetune
 from sslflow.text.encode import chunk_documents, encode_words, pack_chunks
 from sslflow.text.entities import entity_report
+from sslflow.text.finetune import fit_steps
 from sslflow.text.mlm import MaskedChunks, masker
 from sslflow.text.sources import fetch_text, load_bbc_news, load_conll, load_csv, load_hf, load_jsonl
 from sslflow.text.tags import spans, tag_set, to_iob2
@@ -260,3 +262,11 @@ def test_hf_maps_class_label_ids_to_names(offline_hub):
     assert loaded.classes == ["Sports", "World"] and [e["label"] for e in loaded.examples] == [0, 1, 0]
     sentences = load_hf(ner, None, "train", "tokens", "ner_tags", "token-classification")
     assert sentences.examples[0]["tags"] == ["B-PER", "I-PER", "O"] and sentences.scheme == "iob2"
+
+
+def test_fine_tuning_length_follows_the_budget_only_when_epochs_is_set():
+    """`steps` whatever the budget; with `epochs`, passes over the labeled sequences (a last short batch counts)."""
+    assert fit_steps(TextFinetune(steps=200), 50) == fit_steps(TextFinetune(steps=200), 1000) == 200
+    assert fit_steps(TextFinetune(epochs=40, batch_size=16), 200) == 40 * 13
+    assert fit_steps(TextFinetune(epochs=40, batch_size=16), 50) == 40 * 4
+    assert fit_steps(TextFinetune(epochs=1, batch_size=16), 16) == 1

@@ -83,7 +83,9 @@ def pretrain(
     scheduler = build_schedule(optimizer, cfg.optim, total, len(loader))
     warn(schedule_warning(cfg.optim, total, len(loader), f"{key}.optim"))
     tags = run_tags(prepared, batch) | (tags or {})
-    made_with = fingerprint(base.seed, base.device, base.precision, cfg.model_dump(exclude={"train"}), tags)
+    # A text checkpoint to continue from counts by its content (tags: sslflow.init_from_sha256), not its path.
+    settings = cfg.model_dump(exclude={"train", "init_from"})
+    made_with = fingerprint(base.seed, base.device, base.precision, settings, tags)
     checkpoints = Checkpoints(
         checkpoint_dir, every=cfg.train.checkpoint_every, keep=cfg.train.keep_checkpoints, fingerprint=made_with
     )

@@ -47,7 +47,7 @@ def main() -> None:
         tags={"sslflow.data_hash": test_hash},
         data=(layout.prepared, test_hash, "test"),
     ) as tracker:
-        metrics = task.write_reports(test, probas, classes, layout.reports, cfg.pr_points)
+        metrics = task.write_reports(test, probas, classes, encoding, layout.reports, cfg.pr_points)
         version = publish.evaluation(
             tracker=tracker, metrics=metrics, probas=probas, score=score, reports=layout.reports,
             chance=chance_macro_f1(len(classes)) if score == "macro_f1" else 0.0,  # NER: no entity found scores 0

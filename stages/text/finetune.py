@@ -12,6 +12,7 @@ import shutil
 import torch
 
 from sslflow import distributed, stage
+from sslflow.atomic import write_json
 from sslflow.cli import run, warn
 from sslflow.config import Base, load
 from sslflow.errors import SslflowError
@@ -21,14 +22,14 @@ from sslflow.splits import draw_budget
 from sslflow.text import baselines
 from sslflow.text.config import Text
 from sslflow.text.corpus import read_json, read_jsonl
-from sslflow.text.finetune import fit_method, unlabeled_pool
+from sslflow.text.finetune import fit_method, fit_steps, unlabeled_pool
 from sslflow.text.models import build_bert, load_encoder, save_classifier
 from sslflow.text.tasks import TASKS
 from sslflow.text.tokenizer import load_tokenizer
 from sslflow.text.views import specials
 from sslflow.tracking import finetune_run_name
 
-SELF_DESCRIBING = ("tokenizer.json", "encoding.json", "classes.json")  # copied next to the models
+SELF_DESCRIBING = ("tokenizer.json", "classes.json")  # copied next to the models, with encoding.json
 
 
 def main() -> None:
@@ -45,6 +46,8 @@ def main() -> None:
 
     tokenizer = load_tokenizer(layout.prepared / "tokenizer.json")
     encoding = read_json(layout.prepared / "encoding.json")
+    if task.name == "token-classification":  # saved with the models: val, evaluate and serving decode alike
+        encoding["decoding"] = cfg.decoding
     classes = read_json(layout.prepared / "classes.json")
     train_set = read_jsonl(layout.prepared / "train.jsonl")
     val_set = read_jsonl(layout.prepared / "val.jsonl")
@@ -58,7 +61,7 @@ def main() -> None:
     labeled = [train_set[i] for i in budget]
     arrays = task.training_arrays(tokenizer, labeled, classes, encoding)  # (ids, labels, weights)
     per_epoch = math.ceil(len(arrays[0]) / cfg.batch_size)
-    warn(schedule_warning(cfg.optim, cfg.steps, per_epoch, "text.finetune.optim"))
+    warn(schedule_warning(cfg.optim, fit_steps(cfg, len(arrays[0])), per_epoch, "text.finetune.optim"))
 
     tokenizer_sha = hashlib.sha256((layout.prepared / "tokenizer.json").read_bytes()).hexdigest()
     encoder, bert = load_encoder(layout.encoder, tokenizer_sha)
@@ -84,16 +87,17 @@ def main() -> None:
                 continue
             for key, m in fitted.items():
                 save_classifier(m, bert, task.name, layout.finetuned, key)
-                scores = task.score(val_set, task.predict(m, tokenizer, val_set, encoding, runtime), classes)
+                scores = task.score(val_set, task.predict(m, tokenizer, val_set, encoding, runtime), classes, encoding)
                 summary.update({f"{key}/{k}": v for k, v in scores.items()})
         if not distributed.is_main():
             return
         classical = task.fit_classical(train_set, labeled, classes, cfg.classical_c, base.seed)
         baselines.save(classical, layout.finetuned / "classical.npz")
-        scores = task.score(val_set, task.predict_classical(classical, val_set), classes)
+        scores = task.score(val_set, task.predict_classical(classical, val_set), classes, encoding)
         summary.update({f"classical/{k}": v for k, v in scores.items()})
         for name in SELF_DESCRIBING:
             shutil.copyfile(layout.prepared / name, layout.finetuned / name)
+        write_json(layout.finetuned / "encoding.json", encoding)
         stage.record_finetuned(
             layout.finetuned, layout.reports, budget=budget, method=cfg.method, models=names, summary=summary,
             tracker=tracker,

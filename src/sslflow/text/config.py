@@ -10,6 +10,21 @@ from pydantic import Field, model_validator
 from sslflow.config import Optim, Section, Train
 
 
+class UnlabeledSource(Section):
+    """One entry of `text.fetch.unlabeled`: text for MLM pretraining (and the tokenizer) only, never labeled."""
+
+    source: Literal["bbc-news", "text", "jsonl", "csv", "conll"]  # text: one document per line
+    path: str | None = None  # text / jsonl / csv / conll file; null for bbc-news (embedded)
+    text_column: str = "text"  # jsonl / csv: the document (jsonl: a string or a list of tokens)
+    token_index: int = 0  # conll: column of the token
+
+    @model_validator(mode="after")
+    def _path_fits_source(self):
+        if (self.path is None) != (self.source == "bbc-news"):
+            raise ValueError("path must name a file, except for source bbc-news (path: null)")
+        return self
+
+
 class TextFetch(Section):
     source: Literal["bbc-news", "csv", "jsonl", "conll", "hf"] = "bbc-news"
     path: str | None = None  # csv / jsonl / conll file
@@ -20,6 +35,7 @@ class TextFetch(Section):
     dataset: str | None = None  # hf: dataset name for datasets.load_dataset
     subset: str | None = None  # hf: its configuration name
     split: str = "train"  # hf: which split to read
+    unlabeled: list[UnlabeledSource] = []  # extra pretraining text; texts overlapping a labeled one are dropped
 
 
 class TextPreprocess(Section):
@@ -55,6 +71,9 @@ class BertSize(Section):
 
 class TextPretrain(Section):
     method: Literal["mlm"] = "mlm"
+    # A local BERT masked-LM checkpoint directory (save_pretrained, with its tokenizer): preprocess uses its
+    # tokenizer and pretrain continues from its weights (sslflow.text.pretrained); `model` is then unused.
+    init_from: str | None = None
     epochs: int = Field(50, gt=0)
     batch_size: int = Field(32, gt=1)
     max_steps: int | None = Field(3000, gt=0)  # the learning-rate schedule ends here (or after `epochs`)
@@ -84,10 +103,13 @@ class TextFinetune(Section):
     label_fraction: float | None = Field(None, gt=0, le=1)
     label_seed: int = 0
     steps: int = Field(200, gt=0)  # optimizer steps, whatever the budget's size
+    epochs: int | None = Field(None, gt=0)  # when set: epochs over the labeled sequences instead of `steps`
     batch_size: int = Field(16, gt=0)
     optim: Optim = Optim(lr=1e-3, weight_decay=0.01)
     encoder_lr_scale: float = Field(0.3, ge=0)
     classical_c: float = Field(10.0, gt=0)
+    # token-classification: word tag probabilities -> IOB2 tags (sslflow.text.decode); saved with the models
+    decoding: Literal["argmax", "viterbi"] = "viterbi"
     fixmatch: TextFixMatch = TextFixMatch()
 
     @model_validator(mode="after")

@@ -2,6 +2,7 @@
 
     data/raw/texts.jsonl       one document {"text", "label"} or sentence {"tokens", "tags"} per line
     data/raw/classes.json      document classes, or the IOB2 tag set (index = label id)
+    data/raw/unlabeled.jsonl   {"text"} per line: text.fetch.unlabeled, for the pretraining pool only
     data/raw/manifest.json     provenance and the sha256 of texts.jsonl, written last
 
 data/prepared holds {train,val,test}.jsonl in the same form, the tokenizer and the MLM chunks; its
@@ -38,13 +39,25 @@ def read_json(path: Path):
         raise SslflowError(f"{path}: not valid JSON ({err})") from None
 
 
-def write_raw_text(dir: Path, examples: list[dict], classes: list[str], manifest: dict) -> dict:
-    """Write texts.jsonl and classes.json, then the manifest (with count and sha256); returns the manifest."""
+def write_raw_text(
+    dir: Path, examples: list[dict], classes: list[str], manifest: dict, unlabeled: list[str] | None = None
+) -> dict:
+    """Write texts.jsonl and classes.json, then the manifest (with count and sha256); returns the manifest.
+    `unlabeled` (None: no unlabeled corpus) goes to unlabeled.jsonl, its count and sha256 to
+    manifest["unlabeled"]."""
     if not examples:
         raise SslflowError("no texts to write: the dataset is empty")
     data = jsonl_bytes(examples)
     full = {**manifest, "count": len(examples), "sha256": hashlib.sha256(data).hexdigest()}
     write_with(dir / "texts.jsonl", lambda tmp: tmp.write_bytes(data))
+    if unlabeled is None:
+        (dir / "unlabeled.jsonl").unlink(missing_ok=True)
+    else:
+        extra = jsonl_bytes([{"text": t} for t in unlabeled])
+        full["unlabeled"] = {
+            **full.get("unlabeled", {}), "count": len(unlabeled), "sha256": hashlib.sha256(extra).hexdigest()
+        }
+        write_with(dir / "unlabeled.jsonl", lambda tmp: tmp.write_bytes(extra))
     write_json(dir / "classes.json", classes)
     write_json(dir / "manifest.json", full)
     return full
@@ -61,6 +74,16 @@ def read_raw_text(dir: Path, task: str) -> tuple[list[dict], list[str], dict]:
     if manifest.get("task") != task:
         raise SslflowError(f"{dir} holds {manifest.get('task')} data but text.task is {task}; rerun fetch")
     return read_jsonl(path), read_json(dir / "classes.json"), manifest
+
+
+def read_unlabeled(dir: Path, manifest: dict) -> list[str]:
+    """The unlabeled corpus that `manifest` (from read_raw_text) lists, [] if none; a torn file is an error."""
+    if "unlabeled" not in manifest:
+        return []
+    path = dir / "unlabeled.jsonl"
+    if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != manifest["unlabeled"]["sha256"]:
+        raise SslflowError(f"{dir / 'manifest.json'}: sha256 does not match unlabeled.jsonl; rerun fetch")
+    return [r["text"] for r in read_jsonl(path)]
 
 
 def write_prepared_files(dir: Path, files: dict[str, bytes], info: dict) -> dict:

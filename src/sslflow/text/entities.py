@@ -2,7 +2,8 @@
 entity counts only if its type and both boundaries match), plus word-level confusion and PR curves.
 
 Predicted tags are read as IOB1 -> IOB2 first (an I-X that opens an entity becomes B-X), so an argmax
-decoder is not penalised for the B/I choice alone.
+decoder is not penalised for the B/I choice alone. Each model's DVC metrics carry its F1 per entity type
+(`f1_PER`, ...) beside the micro and macro scores.
 """
 
 from pathlib import Path
@@ -14,6 +15,7 @@ from seqeval.scheme import IOB2
 from sslflow.atomic import write_json, write_text
 from sslflow.metrics import write as write_metrics
 from sslflow.report import lifts, write_confusion, write_pr_curves
+from sslflow.text.decode import decode
 from sslflow.text.tags import to_iob2
 
 SCHEME = "IOB2, seqeval strict mode"
@@ -39,7 +41,7 @@ def entity_report(true_tags: list[list[str]], pred_tags: list[list[str]]) -> dic
 def markdown(reports: dict[str, dict]) -> str:
     lines = [f"Entity-level scores ({SCHEME}).", ""]
     for model, rep in reports.items():
-        types = [k for k in rep if k not in ("summary", "micro avg", "macro avg", "weighted avg")]
+        types = entity_types(rep)
         lines += [
             f"## {model}",
             "",
@@ -59,16 +61,20 @@ def markdown(reports: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def entity_types(report: dict) -> list[str]:
+    return [k for k in report if k not in ("summary", "micro avg", "macro avg", "weighted avg")]
+
+
 def write_all(true_tags: list[list[str]], word_probas: dict[str, list[np.ndarray]], tags: list[str], reports_dir: Path,
-              pr_points: int) -> dict:
-    """All evaluate outputs under `reports_dir`, laid out as sslflow.report.write_all lays them out;
-    confusion and PR curves are over words and tags. Returns the metrics written to reports/metrics/."""
+              pr_points: int, *, decoding: str) -> dict:
+    """All evaluate outputs under `reports_dir`, laid out as sslflow.report.write_all lays them out; every model's
+    tags are decoded with `decoding` (sslflow.text.decode); confusion and PR curves are over words and tags.
+    Returns the metrics written to reports/metrics/."""
     index = {t: i for i, t in enumerate(tags)}
     y_words = np.array([index[t] for sentence in true_tags for t in sentence])
     reports = {}
     for name, probas in word_probas.items():
-        pred = [[tags[k] for k in p.argmax(1)] for p in probas]
-        reports[name] = entity_report(true_tags, pred)
+        reports[name] = entity_report(true_tags, [decode(p, tags, decoding) for p in probas])
         write_json(reports_dir / "classification" / f"{name}.json", reports[name])
         flat = np.concatenate(probas)
         write_confusion(y_words, flat, tags, reports_dir / "plots" / "confusion" / f"{name}.csv",
@@ -76,7 +82,10 @@ def write_all(true_tags: list[list[str]], word_probas: dict[str, list[np.ndarray
         write_pr_curves(y_words, flat, tags, pr_points, reports_dir / "plots" / "pr" / f"{name}.csv",
                         reports_dir / "figures" / f"pr_{name}.png")
     write_text(reports_dir / "classification.md", markdown(reports))
-    metrics = {name: rep["summary"] for name, rep in reports.items()}
+    metrics = {
+        name: rep["summary"] | {f"f1_{t}": rep[t]["f1-score"] for t in entity_types(rep)}
+        for name, rep in reports.items()
+    }
     if {"ssl", "scratch", "classical"} <= metrics.keys():
         metrics["lift"] = lifts({name: m["entity_f1"] for name, m in metrics.items()})
     write_metrics(reports_dir, metrics)

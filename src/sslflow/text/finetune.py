@@ -32,6 +32,13 @@ from sslflow.train import Log, fit
 Loss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+def fit_steps(cfg: TextFinetune, sequences: int) -> int:
+    """Optimizer steps of one supervised fit: `cfg.steps`, or `cfg.epochs` passes over `sequences` labeled
+    sequences (chunks for documents, sentences for NER) in batches of `cfg.batch_size` (all ranks together), so
+    the length follows the budget."""
+    return cfg.steps if cfg.epochs is None else cfg.epochs * math.ceil(sequences / cfg.batch_size)
+
+
 def train(
     model: torch.nn.Module,
     ids: np.ndarray,
@@ -48,9 +55,9 @@ def train(
     generator: torch.Generator,
     prefix: str,
 ) -> torch.nn.Module:
-    """Fit `model` for `steps` steps on ids (N, L), labels (N,) or (N, L), weights (N,): a budget-independent
-    length, so 5 and 50 labeled examples get the same number of updates. `loss(logits, labels, weights)`.
-    `batch_size` is per rank: under torchrun each rank takes its shard of one shared shuffled order."""
+    """Fit `model` for `steps` steps (see fit_steps) on ids (N, L), labels (N,) or (N, L), weights (N,).
+    `loss(logits, labels, weights)`. `batch_size` is per rank: under torchrun each rank takes its shard of one
+    shared shuffled order."""
     loader = _loader(_labeled(ids, labels, weights), batch_size, generator)
     optimizer = _optimizer(model, optim, encoder_lr_scale)
 
@@ -167,7 +174,8 @@ def fit_method(
     fixmatch trains a copy of the supervised model, so both can be reported."""
     common = dict(loss=loss, optim=cfg.optim, encoder_lr_scale=cfg.encoder_lr_scale, batch_size=batch_size,
                   runtime=runtime, log=log, generator=generator)
-    supervised = train(model, *labeled, steps=cfg.steps, prefix=prefix, **common)
+    steps = fit_steps(cfg, len(labeled[0]))
+    supervised = train(model, *labeled, steps=steps, prefix=prefix, **common)
     if cfg.method == "supervised":
         return supervised, supervised, {}
     model, stats = fixmatch(

@@ -9,9 +9,10 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 
 from sslflow.runtime import Runtime
+from sslflow.text.decode import decode
 from sslflow.text.encode import encode_words
 from sslflow.text.finetune import probabilities
-from sslflow.text.tags import spans, to_iob2
+from sslflow.text.tags import spans
 
 IGNORE = -100
 
@@ -55,17 +56,19 @@ def find_entities(
     tags: list[str],
     *,
     max_length: int,
+    decoding: str,
     runtime: Runtime,
 ) -> list[list[dict]]:
     """Entity spans in raw strings: words are split as the tokenizer splits them (whitespace and
-    punctuation), tagged, and each entity is {"text", "type", "start", "end"} in characters, end exclusive."""
+    punctuation), tagged with `decoding` (sslflow.text.decode), and each entity is {"text", "type", "start", "end"}
+    in characters, end exclusive."""
     words = [tokenizer.pre_tokenizer.pre_tokenize_str(t) for t in texts]  # [(word, (start, end))]
     probas = predict_words(
         model, tokenizer, [[w for w, _ in ws] for ws in words], max_length=max_length, runtime=runtime
     )
     found = []
     for text, ws, p in zip(texts, words, probas, strict=True):
-        iob2 = to_iob2([tags[k] for k in p.argmax(1)])
+        iob2 = decode(p, tags, decoding)
         found.append([
             {"text": text[ws[a][1][0] : ws[b - 1][1][1]], "type": kind, "start": ws[a][1][0], "end": ws[b - 1][1][1]}
             for kind, a, b in spans(iob2)

@@ -1,4 +1,5 @@
-"""Text fetch sources: each turns one kind of input into labeled documents or IOB2-tagged sentences.
+"""Text fetch sources: each turns one kind of input into labeled documents or IOB2-tagged sentences, or
+(`text.fetch.unlabeled`) into plain texts for pretraining only.
 
 Documents are {"text": str, "label": int}; sentences are {"tokens": [str], "tags": [str]} in IOB2.
 User files must be UTF-8: a bad byte is an error naming the file and line. Nothing here writes files.
@@ -9,10 +10,13 @@ import hashlib
 import importlib.util
 import io
 import json
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from sslflow.errors import SslflowError
+from sslflow.text.config import UnlabeledSource
 from sslflow.text.tags import is_tag, tag_set, to_iob2
 
 BBC_LICENSE = (
@@ -283,3 +287,112 @@ def fetch_text(
     if source == "hf":
         return load_hf(dataset, subset, split, text_column, label_column, task)
     raise SslflowError(f"text.fetch.source: unknown source {source!r}")
+
+
+# An unlabeled text is dropped when it contains a labeled text word for word. A labeled text shorter than
+# this ("none", "4 .", "Former members" in wikigold) turns up in any prose by chance, not by leaking, so it
+# drops only an unlabeled text equal to it.
+MIN_CONTAINED_WORDS = 5
+
+
+def _words(text: str) -> tuple[str, ...]:
+    """Case and punctuation ignored: "Paris , France" (CoNLL tokens) and "paris, France" are the same words."""
+    return tuple(re.findall(r"\w+", text.casefold()))
+
+
+def drop_overlaps(texts: Sequence[str], labeled: Sequence[str]) -> tuple[list[str], int]:
+    """`texts` without those equal to, or containing, one of `labeled` (every labeled text, so no val or test
+    sentence reaches pretraining whatever the split), and how many were dropped."""
+    whole = {w for w in map(_words, labeled) if w}
+    by_start: dict[tuple[str, ...], list[tuple[str, ...]]] = {}  # first MIN_CONTAINED_WORDS words -> texts
+    for words in whole:
+        if len(words) >= MIN_CONTAINED_WORDS:
+            by_start.setdefault(words[:MIN_CONTAINED_WORDS], []).append(words)
+
+    def overlaps(words: tuple[str, ...]) -> bool:
+        return words in whole or any(
+            words[i : i + len(key)] == key
+            for i in range(len(words) - MIN_CONTAINED_WORDS + 1)
+            for key in by_start.get(words[i : i + MIN_CONTAINED_WORDS], ())
+        )
+
+    kept = [t for t in texts if not overlaps(_words(t))]
+    return kept, len(texts) - len(kept)
+
+
+def _unlabeled_texts(source: str, content: str, *, text_column: str, token_index: int, where: str, key: str):
+    """The non-blank texts of one file: lines (text), a column (jsonl / csv), or sentences of tokens (conll)."""
+    if source == "text":
+        return [line for line in content.splitlines() if line.strip()]
+    if source == "csv":
+        reader = csv.DictReader(io.StringIO(content, newline=""))
+        if text_column not in (reader.fieldnames or []):
+            raise SslflowError(
+                f"{where}: no column {text_column!r} ({key}.text_column); columns are {reader.fieldnames}"
+            )
+        return [row[text_column] for row in reader if (row[text_column] or "").strip()]
+    if source == "jsonl":
+        texts = []
+        for number, line in enumerate(content.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError as err:
+                raise SslflowError(f"{where}: line {number}: not JSON ({err})") from None
+            if not isinstance(record, dict) or text_column not in record:
+                raise SslflowError(f"{where}: line {number}: no key {text_column!r} ({key}.text_column)")
+            value = record[text_column]
+            if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                value = " ".join(value)  # pre-split tokens, as a token-classification jsonl holds them
+            if not isinstance(value, str):
+                raise SslflowError(f"{where}: line {number}: {text_column!r} must be a string or a list of strings")
+            if value.strip():
+                texts.append(value)
+        return texts
+    if source == "conll":
+        sentences, current = [], []
+        for number, line in enumerate([*content.splitlines(), ""], 1):
+            fields = line.split()
+            if fields and fields[0] == "-DOCSTART-":
+                fields = []
+            if not fields:
+                if current:
+                    sentences.append(" ".join(current))
+                current = []
+                continue
+            if not -len(fields) <= token_index < len(fields):
+                raise SslflowError(f"{where}: line {number}: no column {token_index} ({key}.token_index)")
+            current.append(fields[token_index])
+        return sentences
+    raise SslflowError(f"{key}.source: unknown source {source!r}")
+
+
+def fetch_unlabeled(
+    entries: Sequence[UnlabeledSource], labeled: Sequence[str], root: Path
+) -> tuple[list[str], list[dict]]:
+    """The texts of every `text.fetch.unlabeled` entry (paths relative to `root`), less those overlapping
+    `labeled` (drop_overlaps), and per entry its provenance: source, path, sha256, kept and duplicates."""
+    texts, sources = [], []
+    for i, entry in enumerate(entries):
+        key = f"text.fetch.unlabeled.{i}"
+        if entry.source == "bbc-news":
+            bbc = load_bbc_news()  # its sha256 covers every article's folder, name and bytes
+            read = [e["text"] for e in bbc.examples]
+            info = {"path": bbc.inputs[0]["path"], "sha256": bbc.inputs[0]["sha256"]}
+        else:
+            path = (root / Path(entry.path).expanduser()).resolve()
+            if not path.is_file():
+                raise SslflowError(f"{key}.path: file not found: {path}")
+            data = path.read_bytes()
+            read = _unlabeled_texts(
+                entry.source, decode_utf8(data, str(path)), text_column=entry.text_column,
+                token_index=entry.token_index, where=str(path), key=key,
+            )
+            info = {"path": str(path), "sha256": _sha256(data)}
+            if not read:
+                raise SslflowError(f"{key}.path: {path} holds no text")
+        kept, duplicates = drop_overlaps(read, labeled)
+        texts += kept
+        sources.append({"source": entry.source, **info, "kept": len(kept), "duplicates": duplicates})
+    return texts, sources

@@ -2,7 +2,8 @@
 
 A task says what a label is (a document's class, or a sentence's tags), how labeled examples become
 training arrays, how a model's test predictions are scored, and which classical baseline it has.
-Probabilities are (N, K) for documents and, for sentences, a list of (words, T) arrays.
+Probabilities are (N, K) for documents and, for sentences, a list of (words, T) arrays. `encoding` is the
+fine-tuned models' encoding.json: how text becomes ids and (sentences: its "decoding") probabilities become tags.
 """
 
 import numpy as np
@@ -12,6 +13,7 @@ from tokenizers import Tokenizer
 from sslflow import report
 from sslflow.text import baselines, entities
 from sslflow.text.classify import chunk_examples, predict_documents, weighted_ce
+from sslflow.text.decode import decode
 from sslflow.text.models import SequenceClassifier, TokenClassifier
 from sslflow.text.ner import predict_words, tag_examples, token_ce
 
@@ -51,7 +53,7 @@ class Documents:
     def predict_classical(self, model: dict, examples: list[dict]):
         return baselines.predict_documents(model, [e["text"] for e in examples])
 
-    def score(self, examples: list[dict], proba, classes: list[str]) -> dict[str, float]:
+    def score(self, examples: list[dict], proba, classes: list[str], encoding: dict) -> dict[str, float]:
         return {
             "val_macro_f1": float(
                 f1_score(
@@ -61,7 +63,7 @@ class Documents:
         }
 
     def write_reports(
-        self, examples: list[dict], probas: dict, classes: list[str], reports_dir, pr_points: int
+        self, examples: list[dict], probas: dict, classes: list[str], encoding: dict, reports_dir, pr_points: int
     ) -> dict:
         return report.write_all(self.budget_labels(examples), probas, classes, reports_dir, pr_points)
 
@@ -106,8 +108,8 @@ class Sentences:
     def predict_classical(self, model: dict, examples: list[dict]):
         return baselines.predict_words(model, [e["tokens"] for e in examples])
 
-    def score(self, examples: list[dict], probas, classes: list[str]) -> dict[str, float]:
-        pred = [[classes[k] for k in p.argmax(1)] for p in probas]
+    def score(self, examples: list[dict], probas, classes: list[str], encoding: dict) -> dict[str, float]:
+        pred = [decode(p, classes, encoding["decoding"]) for p in probas]
         return {
             "val_entity_f1": entities.entity_report([e["tags"] for e in examples], pred)["summary"][
                 "entity_f1"
@@ -115,9 +117,11 @@ class Sentences:
         }
 
     def write_reports(
-        self, examples: list[dict], probas: dict, classes: list[str], reports_dir, pr_points: int
+        self, examples: list[dict], probas: dict, classes: list[str], encoding: dict, reports_dir, pr_points: int
     ) -> dict:
-        return entities.write_all([e["tags"] for e in examples], probas, classes, reports_dir, pr_points)
+        return entities.write_all(
+            [e["tags"] for e in examples], probas, classes, reports_dir, pr_points, decoding=encoding["decoding"]
+        )
 
     def raw_inputs(self, examples: list[dict]) -> list[str]:
         return [" ".join(e["tokens"]) for e in examples]

@@ -346,3 +346,20 @@ def test_a_warm_up_that_outlasts_text_finetuning_is_a_warning(documents_project,
     assert run_stage("finetune", project, monkeypatch) == 0
     warned = [line for line in capsys.readouterr().err.splitlines() if "warmup_epochs" in line]
     assert len(warned) == 1 and warned[0].startswith("warning: text.finetune.optim.warmup_epochs is 5 epoch(s)")
+
+
+@pytest.mark.parametrize(("task", "lowercase"), [("text-classification", True), ("token-classification", False)])
+def test_the_vocabulary_is_cased_for_ner_and_lowercased_for_documents_by_default(tmp_path, monkeypatch, task,
+                                                                                 lowercase):
+    """Capitals mark names: `lowercase: null` keeps them for NER (better on wikigold val, bench/ner.md)."""
+    if task == "token-classification":
+        tiny_conll(tmp_path / "data.txt")
+        fetch = {"source": "conll", "path": "data.txt"}
+    else:
+        rows = ["text,label"] + [f"Common Words here {i},{'ab'[i % 2]}" for i in range(40)]
+        (tmp_path / "data.txt").write_text("\n".join(rows) + "\n")
+        fetch = {"source": "csv", "path": "data.txt"}
+    write_params(tmp_path, task=task, fetch=fetch, preprocess={"vocab_size": 500, "min_frequency": 1})
+    assert run_stage("fetch", tmp_path, monkeypatch) == 0 and run_stage("preprocess", tmp_path, monkeypatch) == 0
+    normalizer = json.loads((tmp_path / "data/prepared/tokenizer.json").read_text())["normalizer"]
+    assert normalizer["lowercase"] is lowercase

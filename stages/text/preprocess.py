@@ -44,7 +44,8 @@ def main() -> None:
     init_from = text.pretrain.init_from
     if init_from is None:
         tokenizer = train_wordpiece(
-            pool, vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency, lowercase=cfg.lowercase
+            pool, vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency,
+            lowercase=documents if cfg.lowercase is None else cfg.lowercase,  # capitals mark names
         )
         origin, tags = "from the pool", {}
     else:  # the checkpoint's own tokenizer: its weights only make sense with its ids

@@ -44,7 +44,7 @@ class TextPreprocess(Section):
     split_seed: int = 0
     vocab_size: int = Field(4000, ge=100)
     min_frequency: int = Field(2, ge=1)
-    lowercase: bool = True
+    lowercase: bool | None = None  # null: by task, lowercased for documents, cased for NER (bench/ner.md)
     max_length: int = Field(128, ge=8)  # tokens per sequence, [CLS] and [SEP] included
     stride: int = Field(16, ge=0)  # tokens shared by consecutive chunks of one long text
 

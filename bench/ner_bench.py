@@ -94,8 +94,13 @@ def report(args) -> None:
         lines.append(f"| {variant} | {budget} | {length} | {decoding} | {len(group)} | {scores} |")
     perplexity = {r["variant"]: r["val_perplexity"] for r in rows}
     pretrain_s = {r["variant"]: r["wall_s"]["pretrain"] for r in rows if "pretrain" in r["wall_s"]}
-    lines += ["", "Val perplexity after pretraining: " + ", ".join(f"{k} {v:.1f}" for k, v in perplexity.items()),
-              "Pretrain wall time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in pretrain_s.items()), ""]
+    lines += [
+        "",
+        "Val perplexity after pretraining: " + ", ".join(f"{k} {v:.1f}" for k, v in perplexity.items()),
+        "Pretrain wall time (s; one thread per run, beside other jobs: not idle figures): "
+        + ", ".join(f"{k} {v:.0f}" for k, v in pretrain_s.items()),
+        "",
+    ]
     args.out.with_suffix(".json").write_text(json.dumps(rows, indent=2) + "\n")
     args.out.with_suffix(".md").write_text("\n".join(lines))
     print("\n".join(lines))

@@ -44,8 +44,10 @@ def make_project(path: Path, overrides: dict | None = None, *, dvc: bool = False
         shutil.copy(REPO / pipeline, path / pipeline)
     params = merge(merge(yaml.safe_load((REPO / "params.yaml").read_text()), TINY), overrides or {})
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    if dvc:  # dvc.yaml lists library files as deps: give the copy the same src/ tree
+    if dvc:  # dvc.yaml lists library files as deps (and text/pretrained, kept by a .gitkeep): the same tree
         shutil.copytree(REPO / "src", path / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        (path / "text" / "pretrained").mkdir()
+        shutil.copy(REPO / "text" / "pretrained" / ".gitkeep", path / "text" / "pretrained" / ".gitkeep")
     return path
 
 

@@ -14,12 +14,13 @@ import pytest
 
 # A stage-like process: one MLflow run via stage_run, then it fails, returns, or waits to be stopped.
 STAGE = """
-import sys, time
+import os, sys, time
 from pathlib import Path
 from sslflow.tracking import stage_run
 mode = sys.argv[1]
 with stage_run("evaluate", run_name="t", experiment="records", params={}, upstream=None) as run:
-    Path(sys.argv[2]).write_text(run.run_id or "")
+    Path(sys.argv[2] + ".tmp").write_text(run.run_id or "")
+    os.replace(sys.argv[2] + ".tmp", sys.argv[2])  # whole: a reader never sees the file created but empty
     if mode == "fail":
         raise RuntimeError("boom")
     while mode == "wait":

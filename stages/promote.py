@@ -4,7 +4,8 @@ in reports/lineage/evaluate.json; without it, the `challenger`), if it passes th
 The same for every track: `python stages/promote.py` (image, dvc.yaml) or `--track text` (text/dvc.yaml, which
 registered model `text.task` picks), run from the track's directory. Decisions are serialised by a lock, and
 any version left undecided (a killed or concurrent run) is decided too (tracking/registry.py).
-Writes reports/promotion.json; any registry problem stops it before an alias changes (exit code 2).
+Writes reports/promotion.json; any registry problem stops it before an alias changes (exit code 2). On a team
+server, a user without EDIT on the registered model is refused (tracking/team.py): promotion.json says so.
 """
 
 import argparse
@@ -17,7 +18,7 @@ from sslflow.paths import Layout
 from sslflow.promotion import report
 from sslflow.text.config import Text
 from sslflow.tracking import read_lineage
-from sslflow.tracking.registry import CHALLENGER, ModelRegistry, decide_all
+from sslflow.tracking.registry import CHALLENGER, CHAMPION, ModelRegistry, Refused, decide_all
 
 
 def main() -> None:
@@ -33,6 +34,20 @@ def main() -> None:
     registry = ModelRegistry(name)
     thresholds = {"min_delta": cfg.min_delta, "min_class_recall": cfg.min_class_recall}
     evaluated = read_lineage("evaluate").get("run_id")
+    try:
+        decision, challenger, champion = _decide(registry, evaluated, thresholds)
+    except Refused as err:
+        write_json(layout.reports / "promotion.json", {"promoted": False, "refused": str(err), "evaluated": evaluated})
+        raise
+    write_json(layout.reports / "promotion.json", report(decision, challenger, champion, **thresholds))
+    outcome = "is champion" if decision.promote else "stays challenger"
+    print(f"promote: {name} version {challenger.version} {outcome}: {decision.reason}")
+
+
+def _decide(registry: ModelRegistry, evaluated: str | None, thresholds: dict):
+    """(decision, challenger, champion) for the version `evaluated` registered (or the challenger)."""
+    name = registry.name
+    registry.require_write(f"move '{CHAMPION}'")
     with registry.deciding():
         if evaluated:
             challenger = registry.evaluated_by(evaluated)
@@ -45,9 +60,7 @@ def main() -> None:
             if challenger is None:
                 raise SslflowError(f"no version of '{name}' has the alias '{CHALLENGER}'; run the evaluate stage first")
         decision, champion = decide_all(registry, challenger, **thresholds)
-    write_json(layout.reports / "promotion.json", report(decision, challenger, champion, **thresholds))
-    outcome = "is champion" if decision.promote else "stays challenger"
-    print(f"promote: {name} version {challenger.version} {outcome}: {decision.reason}")
+    return decision, challenger, champion
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Publishing an evaluation, the same for every track: the test metrics and reports to MLflow, the degenerate
 check (before promotion reads it), and the ssl model registered as the challenger with the evidence promotion
-weighs."""
+weighs (on a team server, only by users who may: tracking/team.py)."""
 
 from collections.abc import Callable
 from pathlib import Path
@@ -8,7 +8,7 @@ from pathlib import Path
 from sslflow.promotion import evidence_tags
 from sslflow.report import baseline_scores, degenerate, report_degenerate
 from sslflow.tracking import StageRun, git_commit
-from sslflow.tracking.registry import ModelRegistry
+from sslflow.tracking.registry import CHALLENGER, ModelRegistry, Refused, note
 
 
 def evaluation(
@@ -17,7 +17,8 @@ def evaluation(
 ) -> str:
     """Log the test metrics and reports, flag degenerate models (before promotion reads them), log the ssl model
     with `log_model` and register it as the challenger of `model_name`, with the evidence promotion weighs.
-    Returns the new version."""
+    Returns what became of the model, for the stage's summary line. A user the team server does not let register
+    versions (a contributor) gets the model logged in the run only, and a note."""
     tracker.log({f"{group}/{k}": v for group, m in metrics.items() for k, v in m.items()}, 0)
     useless = degenerate(metrics, probas, chance, score)
     report_degenerate(useless, reports, tracker)
@@ -30,4 +31,12 @@ def evaluation(
         baselines=baseline_scores({n: metrics[n]["macro_f1"] for n in probas}), chance_f1=chance, labeled=labeled,
         degenerate=useless.get("ssl"),
     )
-    return ModelRegistry(model_name).register_challenger(log_model(), evidence)
+    registry = ModelRegistry(model_name)
+    model_uri = log_model()
+    try:
+        registry.require_write("register a version")
+        version = registry.register_challenger(model_uri, evidence)
+    except Refused as err:
+        note(f"{err}; the ssl model is logged in run {tracker.run_id} only ({model_uri})")
+        return f"ssl logged in run {tracker.run_id}, not registered (no EDIT on {model_name})"
+    return f"ssl registered as {model_name} version {version} ({CHALLENGER})"

@@ -15,7 +15,6 @@ from sslflow.report import chance_macro_f1, write_all
 from sslflow.runtime import resolve
 from sslflow.splits import data_hash
 from sslflow.tracking import log_image_classifier, stage_run
-from sslflow.tracking.registry import CHALLENGER
 
 
 def main() -> None:
@@ -45,7 +44,7 @@ def main() -> None:
         points = pictures.tsne(apply(encoder, test_x[shown], runtime), base.seed)
         title = f"test embeddings of the pretrained encoder (t-SNE, {len(shown)} of {len(test_y)} images)"
         pictures.embedding_map(points, test_y[shown], classes, layout.reports / "figures" / "embedding_tsne.png", title)
-        version = publish.evaluation(
+        registered = publish.evaluation(
             tracker=tracker, metrics=metrics, probas=probas, chance=chance_macro_f1(len(classes)), score="macro_f1",
             reports=layout.reports, model_name=reg.model_name("image"), test_hash=test_hash, labeled=labeled,
             log_model=lambda: log_image_classifier(
@@ -56,7 +55,7 @@ def main() -> None:
     print(
         "evaluate: macro-F1 " + ", ".join(f"{n}={metrics[n]['macro_f1']:.3f}" for n in probas)
         + "; lift of " + ", ".join(f"{k} {v:+.3f}" for k, v in lift.items())
-        + f"; ssl registered as {reg.model_name('image')} version {version} ({CHALLENGER})"
+        + f"; {registered}"
     )
 
 

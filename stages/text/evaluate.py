@@ -16,7 +16,6 @@ from sslflow.text.models import load_classifier
 from sslflow.text.tasks import TASKS
 from sslflow.text.tokenizer import load_tokenizer
 from sslflow.tracking import log_text_classifier, stage_run
-from sslflow.tracking.registry import CHALLENGER
 
 
 def main() -> None:
@@ -48,7 +47,7 @@ def main() -> None:
         data=(layout.prepared, test_hash, "test"),
     ) as tracker:
         metrics = task.write_reports(test, probas, classes, encoding, layout.reports, cfg.pr_points)
-        version = publish.evaluation(
+        registered = publish.evaluation(
             tracker=tracker, metrics=metrics, probas=probas, score=score, reports=layout.reports,
             chance=chance_macro_f1(len(classes)) if score == "macro_f1" else 0.0,  # NER: no entity found scores 0
             model_name=reg.model_name(task.name), test_hash=test_hash,
@@ -59,7 +58,7 @@ def main() -> None:
         f"evaluate: {score} "
         + ", ".join(f"{n}={metrics[n][score]:.3f}" for n in probas)
         + "; lift of " + ", ".join(f"{k} {v:+.3f}" for k, v in metrics["lift"].items())
-        + f"; ssl registered as {reg.model_name(task.name)} version {version} ({CHALLENGER})"
+        + f"; {registered}"
     )
 
 

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
@@ -23,9 +23,10 @@ from sslflow.atomic import write_json, write_text
 from sslflow.errors import SslflowError
 from sslflow.faults import Interrupted, watch_parent
 from sslflow.paths import Layout, project_dir
-from sslflow.tracking.backfill import UPSTREAM, UPSTREAM_OFFLINE_ID, read_lineage, upstream_run_id
+from sslflow.tracking.backfill import UPSTREAM, UPSTREAM_OFFLINE_ID, WENT_OFFLINE, read_lineage, upstream_run_id
 from sslflow.tracking.logged import logged_model_or_nothing
 from sslflow.tracking.records import close_orphaned_runs, owner_tags, sigterm_ends_the_run
+from sslflow.tracking.team import is_server, refused_login, user
 
 PROBE_TIMEOUT_S = 5
 DIGEST_CHARS = 12  # of a data hash in MLflow's Dataset column: as preprocess prints it (MLflow allows 36)
@@ -79,10 +80,14 @@ def finetune_run_name(
 
 def runs_page(ui: str, experiment: str) -> str:
     """The MLflow UI's page of the experiment's training runs (MLflow 3 otherwise opens its GenAI overview), or
-    the experiments list while the experiment does not exist yet. `ui`: the UI's base URL."""
+    the experiments list while the experiment does not exist yet (or cannot be looked up). `ui`: the UI's base
+    URL."""
     import mlflow
 
-    found = mlflow.MlflowClient(tracking_uri()).get_experiment_by_name(experiment)
+    try:
+        found = mlflow.MlflowClient(tracking_uri()).get_experiment_by_name(experiment)
+    except mlflow.exceptions.MlflowException:  # e.g. a server that wants a login first: its experiments list
+        found = None
     active = found is not None and found.lifecycle_stage == "active"
     page = f"experiments/{found.experiment_id}/runs" if active else "experiments"
     return f"{ui}/#/{page}?workflowType=machine_learning"
@@ -93,29 +98,42 @@ class StageRun:
 
     Metrics always go to `metrics_path` (JSON lines), and to MLflow while it answers: if the tracking server
     cannot be reached, or stops answering, there is one warning and the stage goes on with the local file
-    only. `run_id` is None when the run never reached MLflow.
+    only. `run_id` is None when the run never reached MLflow. `went_offline(step, sent)` is called when an open
+    run loses MLflow: the last step logged (None before any) and how many records of the metrics file MLflow
+    had been sent.
     """
 
-    def __init__(self, mlflow_module, run_id: str | None, metrics_path: Path):
+    def __init__(self, mlflow_module, run_id: str | None, metrics_path: Path, went_offline: Callable | None = None):
         self._mlflow = mlflow_module
         self.run_id = run_id
         self.metrics_path = metrics_path
         self.online = run_id is not None
+        self._went_offline = went_offline
+        self._step = None
+        # the records already in the file (a resume keeps those up to its checkpoint) were sent by their process
+        self._sent = len(metrics_path.read_text().splitlines()) if metrics_path.is_file() else 0
 
-    def _call(self, method: str, *args, **kwargs) -> None:
+    def _call(self, method: str, *args, **kwargs) -> bool:
         if not self.online:
-            return
+            return False
         try:
             getattr(self._mlflow, method)(*args, **kwargs)
         except Exception as err:  # any tracking failure must cost the stage nothing but MLflow's copy
             _warn_offline(err, self.metrics_path)
             self.online = False
+            if self._went_offline is not None:
+                self._went_offline(self._step, self._sent)
+            return False
+        return True
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         metrics = {k: float(v) for k, v in metrics.items()}
-        with open(self.metrics_path, "a") as f:  # the timestamp (ms, as MLflow's) for a run backfilled later
-            f.write(json.dumps({"step": step, "timestamp": _now_ms(), **metrics}) + "\n")
-        self._call("log_metrics", metrics, step=step)
+        now = _now_ms()  # MLflow gets the file's timestamp: a record sent again after a drop is stored once
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps({"step": step, "timestamp": now, **metrics}) + "\n")
+        self._step = step
+        if self._call("log_metrics", metrics, step=step, timestamp=now):
+            self._sent += 1
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         if Path(path).is_dir():
@@ -138,8 +156,11 @@ class StageRun:
 
 def _warn_offline(err: BaseException, metrics_path: Path) -> None:
     reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    problem = f"is unreachable ({reason[:200]})"
+    if getattr(err, "error_code", "") == "UNAUTHENTICATED":  # a wrong password: say whose, not the HTTP body
+        problem = f"refused the login: {refused_login(tracking_uri())}"
     print(
-        f"warning: MLflow tracking at {tracking_uri()} is unreachable ({reason[:200]}); "
+        f"warning: MLflow tracking at {tracking_uri()} {problem}; "
         f"metrics go to {metrics_path} only, and the run is not recorded in MLflow from here on",
         file=sys.stderr,
     )
@@ -190,8 +211,9 @@ def _dataset(data: tuple[Path, str, str]):
     return MetaDataset(source, name=name, digest=digest[:DIGEST_CHARS])
 
 
-def _artifact_location() -> str:
-    return (project_root() / "mlartifacts").as_uri()
+def _artifact_location() -> str | None:
+    """The project's mlartifacts/ beside its sqlite store; on a tracking server, the server's own (proxied) store."""
+    return None if is_server(tracking_uri()) else (project_root() / "mlartifacts").as_uri()
 
 
 def _open_run(
@@ -214,8 +236,9 @@ def _open_run(
     mlflow.set_experiment(experiment)
     client = mlflow.MlflowClient(uri)
     upstream_id = parent.get("run_id", "")
-    if "offline" in parent:  # the upstream stage ran while the server was down: its run is created now
-        upstream_id = upstream_run_id(client, upstream, project_root() / "reports" / "lineage" / ".backfill.lock")
+    if "offline" in parent or WENT_OFFLINE in parent:  # the server missed (part of) the upstream run: now it gets it
+        lock = project_root() / "reports" / "lineage" / ".backfill.lock"
+        upstream_id = upstream_run_id(client, upstream, lock) or upstream_id
         tags = {**tags, UPSTREAM: upstream_id}
     run = None
     if resume_run_id:
@@ -288,7 +311,8 @@ def stage_run(
     e.g. train, pool, test) goes to MLflow's Dataset column. `upstream` names the stage whose lineage this run
     continues (None starts a new pipeline id). The run id and pipeline id are written to
     `reports/lineage/<stage>.json` for the stages downstream; a run that cannot reach MLflow records there what
-    it would have logged, and the next stage downstream that reaches MLflow creates it (tracking/backfill.py).
+    it would have logged, and the next stage downstream that reaches MLflow creates it; one that loses MLflow
+    mid-way records the step and, at its end, how it ended, and that stage completes it (tracking/backfill.py).
     A stage resuming from a checkpoint passes its step and the run id recorded with it: the MLflow run continues
     (or a new one links to it) and `reports/<stage>_metrics.jsonl` keeps the records up to that step. The run
     ends FINISHED, KILLED (stop signal, SIGTERM included, or the parent process gone: faults.watch_parent) or
@@ -309,6 +333,7 @@ def stage_run(
         **({UPSTREAM_OFFLINE_ID: parent["offline"]["id"]} if "offline" in parent else {}),
         "mlflow.source.git.commit": git_commit(),
         **owner_tags(),
+        **({"mlflow.user": user()} if user() else {}),  # on a team server: who ran it, as the server knows them
         **({"sslflow.resumed_at_step": str(resume_step)} if resume_step is not None else {}),
         **(tags or {}),
     }
@@ -329,12 +354,20 @@ def stage_run(
         )
         lineage["offline"] = offline
     write_json(lineage_path, lineage)
-    run = StageRun(mlflow, run_id, metrics_path)
+
+    def went_offline(step: int | None, sent: int) -> None:  # for the stage downstream that completes the run
+        lineage[WENT_OFFLINE] = {"step": step, "record": sent}
+        write_json(lineage_path, lineage)
+
+    run = StageRun(mlflow, run_id, metrics_path, went_offline)
 
     def end(status: str) -> None:
         run.end(status)
         if offline is not None:  # how the run created later ends
             write_json(lineage_path, {**lineage, "offline": {**offline, "status": status, "end_time": _now_ms()}})
+        elif WENT_OFFLINE in lineage:  # and how the run completed later ends
+            lineage[WENT_OFFLINE].update(status=status, end_time=_now_ms())
+            write_json(lineage_path, lineage)
 
     try:
         with sigterm_ends_the_run():

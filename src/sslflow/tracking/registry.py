@@ -1,7 +1,9 @@
 """The MLflow model registry: evaluate registers its model as the `challenger`; promote reads the versions'
 evidence tags and moves `champion`. Any registry failure is one SslflowError naming the store.
 
-The registry is the tracking store (`tracking_uri()`) unless `MLFLOW_REGISTRY_URI` says otherwise.
+The registry is the tracking store (`tracking_uri()`) unless `MLFLOW_REGISTRY_URI` says otherwise. On a team server
+(tracking/team.py) MLflow checks each write: a user without EDIT on the registered model gets `Refused`, one line
+that names the user and the permission, before any alias moves.
 
 Every version evaluate registers gets exactly one recorded decision (tag `sslflow.promotion`). Decisions are made
 one at a time under a lock (`deciding`), so that two promotes (`dvc queue start -j 2`) do not race; each promote
@@ -21,10 +23,15 @@ from sslflow.errors import SslflowError
 from sslflow.lock import exclusive
 from sslflow.promotion import PENDING, REASON, RUN_ID, Candidate, Decision, decide, recorded, verdict
 from sslflow.tracking import tracking_uri
+from sslflow.tracking.team import MAY_WRITE_REGISTRY, model_permission, refused_login, user
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 LOCK_WAIT_S = 600  # how long a promote waits for another one's decisions before it gives up
+
+
+class Refused(SslflowError):
+    """The server refused this user a registry write (HTTP 403), or refused the user (401)."""
 
 
 def _redacted(uri: str) -> str:
@@ -56,8 +63,26 @@ class ModelRegistry:
             raise
         except Exception as err:  # MlflowException, requests' connection errors, sqlite errors
             shown = _redacted(self.uri)
+            code = getattr(err, "error_code", "")
+            if code == "PERMISSION_DENIED":
+                raise Refused(self.refusal(action, model_permission(self.uri, self.name))) from None
+            if code == "UNAUTHENTICATED":
+                raise Refused(f"model registry: cannot {action} of '{self.name}': {refused_login(shown)}") from None
             first_line = (str(err).strip().splitlines() or [type(err).__name__])[0].replace(self.uri, shown)
             raise SslflowError(f"model registry at {shown}: cannot {action} of '{self.name}': {first_line}") from None
+
+    def refusal(self, action: str, permission: str | None) -> str:
+        has = f"has {permission}" if permission else "lacks the permission"
+        return (
+            f"model registry at {_redacted(self.uri)}: user '{user()}' {has} on registered model '{self.name}', and "
+            f"to {action} needs EDIT (maintainers have MANAGE): the server refused it; aliases unchanged"
+        )
+
+    def require_write(self, action: str) -> None:
+        """Refused, before any write, if the server's auth app says this user may not write to the model."""
+        permission = model_permission(self.uri, self.name)
+        if permission is not None and permission not in MAY_WRITE_REGISTRY:
+            raise Refused(self.refusal(action, permission))
 
     def register_challenger(self, model_uri: str, tags: dict[str, str]) -> str:
         """A new version of the model from `model_uri`, tagged with `tags`, with the alias `challenger`."""

@@ -8,6 +8,7 @@
 #   SSLFLOW_TEAM_ARTIFACTS   where artifacts and models go (default $SSLFLOW_TEAM_HOME/artifacts; or s3://bucket/path)
 #   SSLFLOW_TEAM_HOME        this server's own files: auth config, secret key (default ~/.sslflow/team)
 #   SSLFLOW_TEAM_HOST / _PORT   where it listens (default 127.0.0.1:5000; 0.0.0.0 only behind TLS, see README)
+#   SSLFLOW_TEAM_AUTH_CACHE_S   seconds a password check that passed is remembered (default 60; 0: check every request)
 #   MLFLOW_AUTH_ADMIN_PASSWORD, or SSLFLOW_TEAM_ADMIN_PASSWORD_FILE (a file outside the repo): the admin's
 #                            password, used once, when the user store is empty
 # Extra arguments go to `mlflow server`, e.g. --workers 4.
@@ -58,6 +59,10 @@ default_permission = READ
 database_uri = $auth_db
 admin_username = ${SSLFLOW_TEAM_ADMIN:-admin}
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+# Each request carries the password, and checking its hash costs tens of milliseconds: a stage logging every
+# step would pay that per step. A check that passed is remembered for this long, per worker; a password changed
+# or a user deleted through the API takes effect at once on the worker that handled it, on others within it.
+auth_cache_ttl_seconds = ${SSLFLOW_TEAM_AUTH_CACHE_S:-60}
 EOF
 export MLFLOW_AUTH_CONFIG_PATH=$home/basic_auth.ini
 # The CSRF key of the server's forms: made once, kept beside the config (every server of the team shares it).

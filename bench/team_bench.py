@@ -20,18 +20,19 @@ tracking code (sslflow.tracking.stage_run, in a scratch project), stage by stage
 - end: the run ended FINISHED.
 
 Backends, each replayed in its own process: (a) a fresh sqlite store with a local artifact directory (its tables
-made before timing, as a workspace has them); (b) scripts/team_server.sh on a throwaway PostgreSQL cluster
-(tests/servers.py), as a maintainer (basic auth, artifacts proxied through the server), on this machine; (c) the
-same server command and auth config with MLflow's basic-auth credential cache on (`auth_cache_ttl_seconds`),
-on the same database. Then the cost of one request (a small read, one log_metric) on each, as the admin too,
-and on the same `mlflow server` without the auth app. Writes <out>.json and a Markdown table <out>.md, with
-`uptime` before and after each replay.
+made before timing, as a workspace has them); (b) scripts/team_server.sh with its defaults on a throwaway
+PostgreSQL cluster (tests/servers.py), as a maintainer (basic auth, artifacts proxied through the server), on
+this machine; (c) the same with MLflow's basic-auth credential cache off (SSLFLOW_TEAM_AUTH_CACHE_S=0: every
+request checks the password hash), on the same database. Then the cost of one request (a small read, one
+log_metric) on each, as the admin too, and on the same `mlflow server` without the auth app. Writes <out>.json
+and a Markdown table <out>.md, with `uptime` before and after each replay.
 """
 
 import argparse
 import json
 import math
 import os
+import re
 import shutil
 import sqlite3
 import statistics
@@ -51,7 +52,6 @@ SET_BY_STAGE_RUN = ("sslflow.stage", "sslflow.pipeline_id", "sslflow.upstream_ru
                     "sslflow.host", "sslflow.pid", "sslflow.pid_start", "sslflow.resumed_at_step")
 MODEL = "sslflow-image"
 MAINTAINER = ("bench-maintainer", "bench-maintainer-password")
-AUTH_CACHE_S = 60  # the variant with MLflow's basic-auth credential cache on (off by default)
 
 
 def complete(records: list[dict]) -> list[dict]:
@@ -219,33 +219,43 @@ def request_ms(uri: str, user: tuple[str, str] | None, count: int = 20) -> dict[
 
 
 @contextmanager
-def variant_server(pg, home: Path, auth: str | None) -> Iterator[str]:
-    """The team server's `mlflow server` command, started here: with the basic-auth app and the config
-    scripts/team_server.sh writes plus the lines `auth`, or (None) without the auth app."""
-    from servers import ADMIN, local_server
+def auth_cache(seconds: str | None) -> Iterator[None]:
+    """scripts/team_server.sh started meanwhile remembers a passed password check for `seconds` (None: its
+    default)."""
+    saved = os.environ.pop("SSLFLOW_TEAM_AUTH_CACHE_S", None)
+    if seconds is not None:
+        os.environ["SSLFLOW_TEAM_AUTH_CACHE_S"] = seconds
+    try:
+        yield
+    finally:
+        os.environ.pop("SSLFLOW_TEAM_AUTH_CACHE_S", None)
+        if saved is not None:
+            os.environ["SSLFLOW_TEAM_AUTH_CACHE_S"] = saved
+
+
+def cache_default() -> str:
+    """scripts/team_server.sh's default of SSLFLOW_TEAM_AUTH_CACHE_S, as it reads it."""
+    found = re.search(r"SSLFLOW_TEAM_AUTH_CACHE_S:-(\d+)", (REPO / "scripts" / "team_server.sh").read_text())
+    return found.group(1) if found else "0"
+
+
+@contextmanager
+def open_server(pg, home: Path) -> Iterator[str]:
+    """The team server's `mlflow server` command on the same database, without the auth app."""
+    from servers import local_server
 
     home.mkdir()
-    ini = home / "basic_auth.ini"
-    ini.write_text(f"""[mlflow]
-default_permission = READ
-database_uri = {pg.uri("mlflow_auth")}
-admin_username = {ADMIN[0]}
-authorization_function = mlflow.server.auth:authenticate_request_basic_auth
-{auth or ""}
-""")
-    env = backend_env(MLFLOW_AUTH_CONFIG_PATH=str(ini), MLFLOW_AUTH_ADMIN_PASSWORD=ADMIN[1],
-                      MLFLOW_FLASK_SERVER_SECRET_KEY=os.urandom(16).hex(), MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
-    app = ["--app-name", "basic-auth"] if auth is not None else []
     with local_server(
-        lambda port: ["mlflow", "server", *app, "--backend-store-uri", pg.uri("mlflow"), "--artifacts-destination",
+        lambda port: ["mlflow", "server", "--backend-store-uri", pg.uri("mlflow"), "--artifacts-destination",
                       str(home / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        cwd=None, env=env, log=home / "server.log", health="/health",
+        cwd=None, env=backend_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"), log=home / "server.log",
+        health="/health",
     ) as url:
         yield url
 
 
 def measure(plan: Path, tmp: Path) -> tuple[dict, dict, dict]:
-    """Replays on sqlite, the team server and the team server with the credential cache on; per-request costs;
+    """Replays on sqlite, the team server and the team server with its credential cache off; per-request costs;
     `uptime` around each replay."""
     import mlflow
 
@@ -273,28 +283,27 @@ def measure(plan: Path, tmp: Path) -> tuple[dict, dict, dict]:
     pg = Postgres()
     pg.init("mlflow", "mlflow_auth")
     try:
-        with team_server(pg, tmp / "team-home", tmp / "team-server.log") as url:
-            with signed_in(ADMIN):
-                add_user(url, *MAINTAINER)
-                grant(url, MAINTAINER[0], "maintainer", "sslflow", [MODEL])
-            replay_on("team", tmp / "team", backend_env(
-                MLFLOW_TRACKING_URI=url, MLFLOW_TRACKING_USERNAME=MAINTAINER[0], MLFLOW_TRACKING_PASSWORD=MAINTAINER[1]
-            ))
-            requests["team server, admin"] = request_ms(url, ADMIN)
-            requests["team server, maintainer"] = request_ms(url, MAINTAINER)
-        with variant_server(pg, tmp / "cached-home", f"auth_cache_ttl_seconds = {AUTH_CACHE_S}") as url:
-            replay_on("team, auth cache", tmp / "cached", backend_env(
-                MLFLOW_TRACKING_URI=url, MLFLOW_TRACKING_USERNAME=MAINTAINER[0], MLFLOW_TRACKING_PASSWORD=MAINTAINER[1]
-            ))
-            requests[f"team server + auth_cache_ttl_seconds = {AUTH_CACHE_S}, maintainer"] = request_ms(url, MAINTAINER)
-        with variant_server(pg, tmp / "open-home", None) as url:
+        for name, cache in (("team", None), ("team, no auth cache", "0")):
+            with auth_cache(cache), team_server(pg, tmp / "team-home", tmp / f"{name}.log") as url:
+                if cache is None:
+                    with signed_in(ADMIN):
+                        add_user(url, *MAINTAINER)
+                        grant(url, MAINTAINER[0], "maintainer", "sslflow", [MODEL])
+                replay_on(name, tmp / name.replace(", ", "-").replace(" ", "-"), backend_env(
+                    MLFLOW_TRACKING_URI=url, MLFLOW_TRACKING_USERNAME=MAINTAINER[0],
+                    MLFLOW_TRACKING_PASSWORD=MAINTAINER[1],
+                ))
+                what = f"team server, auth cache {cache or cache_default()} s"
+                requests[f"{what}, admin"] = request_ms(url, ADMIN)
+                requests[f"{what}, maintainer"] = request_ms(url, MAINTAINER)
+        with open_server(pg, tmp / "open-home") as url:
             requests["the same mlflow server on PostgreSQL without the auth app"] = request_ms(url, None)
     finally:
         pg.stop()
     return backends, requests, load
 
 
-BACKENDS = ("sqlite", "team", "team, auth cache")
+BACKENDS = ("sqlite", "team", "team, no auth cache")
 
 
 def table(result: dict) -> str:
@@ -317,7 +326,7 @@ def table(result: dict) -> str:
     groups.append(row("model", "", [seconds[b]["evaluate"]["model"] for b in BACKENDS]))
     requests = [f"| {name} | {ms['read_ms']} | {ms['log_metric_ms']} |" for name, ms in result["requests"].items()]
     load = "; ".join(f"{b}: `{before}` / `{after}`" for b, (before, after) in result["uptime"].items())
-    header = "| | | sqlite (s) | team server (s) | team + auth cache (s) | team / sqlite | cached / sqlite |"
+    header = "| | | sqlite (s) | team server (s) | cache off (s) | team / sqlite | cache off / sqlite |"
     return "\n".join([
         "# MLflow calls of one default image pipeline run: team server vs sqlite",
         "",
@@ -328,11 +337,11 @@ def table(result: dict) -> str:
         "`log_image_classifier`); bench/team_bench.py says exactly what.",
         "",
         "- sqlite: a fresh `mlflow.db` with a local artifact directory (its tables made before timing).",
-        f"- team server: `scripts/team_server.sh` as it is (`mlflow server --app-name basic-auth`, 1 worker) on "
-        f"PostgreSQL {result['postgresql']}, as a maintainer (basic auth), artifacts proxied through the server.",
-        f"- team + auth cache: the same server command and auth config plus `auth_cache_ttl_seconds = "
-        f"{AUTH_CACHE_S}` (MLflow's basic-auth credential cache, off by default), on the same database (which "
-        "already holds the previous replay's runs).",
+        f"- team server: `scripts/team_server.sh` with its defaults (`mlflow server --app-name basic-auth`, 1 "
+        f"worker; a passed password check remembered {result['auth_cache_s']} s) on PostgreSQL "
+        f"{result['postgresql']}, as a maintainer (basic auth), artifacts proxied through the server.",
+        "- cache off: the same with `SSLFLOW_TEAM_AUTH_CACHE_S=0` (MLflow's own default: every request checks "
+        "the password hash), on the same database (which already holds the previous replay's runs).",
         f"- Server, PostgreSQL and client on one machine: {result['cpus']} CPUs shared with other work, "
         f"{result['date']}. `uptime` before / after each replay: {load}.",
         "",
@@ -351,13 +360,12 @@ def table(result: dict) -> str:
         *requests,
         "",
         "The stages make one request per metric record (`StageRun.log` calls `mlflow.log_metrics` at every "
-        "step), so the metric calls dominate. On the team server as configured, each request pays the basic-auth "
-        "check of the password, a deliberately slow hash (scrypt), computed anew for every request while "
-        "MLflow's credential cache is off, and a non-admin user's request costs more again (the admin and "
-        "maintainer rows); with the cache on, a request costs little more than on a server without the auth app. "
-        f"Against the ~10 minutes of a default image run on this machine, the team server as configured adds "
-        f"{total['team'] - total['sqlite']:.0f} s of MLflow calls over sqlite; with the credential cache, "
-        f"{total['team, auth cache'] - total['sqlite']:.0f} s.",
+        "step), so the metric calls dominate. Each request to the team server pays HTTP and the basic-auth "
+        "check of the password, a deliberately slow hash (scrypt): with the credential cache off it is computed "
+        "for every request, and a non-admin user's request costs more again (the admin and maintainer rows); "
+        "with the cache on, once per user and cache period. Against the ~10 minutes of a default image run on "
+        f"this machine, the team server adds {total['team'] - total['sqlite']:.0f} s of MLflow calls over "
+        f"sqlite; with the cache off, {total['team, no auth cache'] - total['sqlite']:.0f} s.",
     ])
 
 
@@ -397,13 +405,14 @@ def main() -> None:
         "total_s": {name: round(sum(sum(g.values()) for g in b.values()), 1) for name, b in backends.items()},
         "requests": requests,
         "postgresql": PG_BIN.parent.name,
-        "auth_cache_ttl_seconds": AUTH_CACHE_S,
+        "auth_cache_s": cache_default(),
         "uptime": load,
         "cpus": os.cpu_count(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
-    result["ratio_team_to_sqlite"] = round(result["total_s"]["team"] / result["total_s"]["sqlite"], 1)
-    result["ratio_cached_to_sqlite"] = round(result["total_s"]["team, auth cache"] / result["total_s"]["sqlite"], 1)
+    total = result["total_s"]
+    result["ratio_team_to_sqlite"] = round(total["team"] / total["sqlite"], 1)
+    result["ratio_no_cache_to_sqlite"] = round(total["team, no auth cache"] / total["sqlite"], 1)
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     text = table(result)
     args.out.with_suffix(".md").write_text(text + "\n")

@@ -26,7 +26,7 @@ pytestmark = [
 ]
 
 USER = ("dana", "dana-team-password")
-# The tiny pipeline, lighter still: every request to the team server costs it a password check.
+# The tiny pipeline, lighter still: each metric record is one request to the team server.
 LIGHT = {"pretrain": {"epochs": 1}, "finetune": {"method": "supervised", "head_epochs": 1, "epochs": 2}}
 NAMES = ["image/fetch sklearn-digits", "image/preprocess", "image/pretrain simclr",
          "image/finetune supervised 3/class seed 0"]

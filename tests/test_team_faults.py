@@ -18,8 +18,7 @@ from servers import ADMIN, free_port, postgres_or_skip, team_server
 
 from sslflow.tracking.backfill import upstream_run_id
 
-# Pretrain: 22 steps an epoch on the tiny pool, 66 in all. Finetune: a few records only, since each request to
-# the team server costs it a password check (basic auth, every request).
+# Pretrain: 22 steps an epoch on the tiny pool, 66 in all. Finetune: a few records only (one request each).
 TINY_TEAM = {"pretrain": {"epochs": 3}, "finetune": {"method": "supervised", "head_epochs": 1, "epochs": 2}}
 
 

@@ -306,10 +306,10 @@ import os, sys, time
 from sslflow.lock import exclusive
 with exclusive(sys.argv[1], "pretrain"):
     child = os.fork()
-    if child == 0:
+    if child == 0:  # running here: the at-fork hooks (lock.py's among them) have run in this child
+        print(os.getpid(), flush=True)
         time.sleep(60)
         os._exit(0)
-    print(child, flush=True)
     time.sleep(60)
 """
 
@@ -328,7 +328,7 @@ def test_a_killed_holder_frees_the_lock_although_its_forked_child_lives_on(tmp_p
     """A DataLoader worker outlives its SIGKILLed parent for a few seconds; it must not keep the workspace locked."""
     path = tmp_path / ".lock"
     holder = subprocess.Popen([sys.executable, "-c", HOLD_AND_FORK, str(path)], stdout=subprocess.PIPE, text=True)
-    child = int(holder.stdout.readline())
+    child = int(holder.stdout.readline())  # printed by the child itself: under load it may not have run yet
     with pytest.raises(SslflowError, match=f"pid {holder.pid} holds"), exclusive(path, "pretrain"):
         pass
     holder.kill()

@@ -155,3 +155,24 @@ def team_server(pg: Postgres, home: Path, log: Path, port: int | None = None) ->
             yield f"http://127.0.0.1:{port}"
         finally:
             stop(proc)
+
+
+@contextmanager
+def team_with_users(root: Path, users: dict[str, tuple[str, str]], models: list[str]) -> Iterator[str]:
+    """A throwaway cluster and team server (files in `root`) with `users` = {name: (password, role)} granted their
+    role on the experiment `sslflow` and `models` by the admin; yields the URL, stops both afterwards."""
+    from sslflow.tracking.team import add_user, grant
+
+    pg = postgres_or_skip("mlflow", "mlflow_auth")
+    try:
+        with team_server(pg, root / "home", root / "server.log") as url:
+            os.environ.update(MLFLOW_TRACKING_USERNAME=ADMIN[0], MLFLOW_TRACKING_PASSWORD=ADMIN[1])
+            try:
+                for name, (password, role) in users.items():
+                    add_user(url, name, password)
+                    grant(url, name, role, "sslflow", models)
+            finally:
+                del os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"]
+            yield url
+    finally:
+        pg.stop()

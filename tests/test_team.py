@@ -15,10 +15,10 @@ import mlflow
 import pytest
 import requests
 from conftest import REPO, make_project
-from servers import ADMIN, postgres_or_skip, team_server
+from servers import ADMIN, team_with_users
 
 from sslflow.promotion import REASON, evidence_tags
-from sslflow.tracking.team import add_user, grant
+from sslflow.tracking.team import grant
 
 pytestmark = pytest.mark.slow  # servers and a pipeline: minutes
 
@@ -32,20 +32,9 @@ def password(user: str) -> str:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("team")
-    pg = postgres_or_skip("mlflow", "mlflow_auth")
-    try:
-        with team_server(pg, root / "home", root / "server.log") as url:
-            os.environ.update(MLFLOW_TRACKING_USERNAME=ADMIN[0], MLFLOW_TRACKING_PASSWORD=ADMIN[1])
-            try:
-                for user, role in USERS.items():
-                    add_user(url, user, password(user))
-                    grant(url, user, role, "sslflow", [MODEL])
-            finally:
-                del os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"]
-            yield url
-    finally:
-        pg.stop()
+    users = {user: (password(user), role) for user, role in USERS.items()}
+    with team_with_users(tmp_path_factory.mktemp("team"), users, [MODEL]) as url:
+        yield url
 
 
 def env_of(url: str, user: str, secret: str | None = None) -> dict:

@@ -12,10 +12,8 @@ import mlflow
 import pytest
 from conftest import make_project
 from playwright.sync_api import sync_playwright
-from servers import ADMIN, postgres_or_skip, team_server
+from servers import team_with_users
 from test_browser import CHROMIUM, FLAGS
-
-from sslflow.tracking.team import add_user, grant
 
 pytestmark = [
     pytest.mark.slow,
@@ -35,19 +33,9 @@ NAMES = ["image/fetch sklearn-digits", "image/preprocess", "image/pretrain simcl
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """The team server, with USER as a contributor on the experiment `sslflow`."""
-    root = tmp_path_factory.mktemp("team")
-    pg = postgres_or_skip("mlflow", "mlflow_auth")
-    try:
-        with team_server(pg, root / "home", root / "server.log") as url:
-            os.environ.update(MLFLOW_TRACKING_USERNAME=ADMIN[0], MLFLOW_TRACKING_PASSWORD=ADMIN[1])
-            try:
-                add_user(url, *USER)
-                grant(url, USER[0], "contributor", "sslflow", ["sslflow-image"])
-            finally:
-                del os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"]
-            yield url
-    finally:
-        pg.stop()
+    users = {USER[0]: (USER[1], "contributor")}
+    with team_with_users(tmp_path_factory.mktemp("team"), users, ["sslflow-image"]) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -170,8 +170,8 @@ def test_server_killed_mid_pretrain_the_run_is_completed_by_the_next_stage(
 def test_postgres_restarted_under_the_server_nothing_is_lost(pg, home, tmp_path, monkeypatch):
     """A run with params, metrics and an artifact, a registered model version and its alias, written through the
     team server; PostgreSQL stopped ("fast": its connections cut) and started again under the same server
-    process. While it is down the server answers 503 (the auth app cannot read its users); afterwards the same
-    process reads everything back and logs a new run, at once (MLflow's engine pings pooled connections)."""
+    process. While it is down the server answers 503; afterwards the same process reads everything back and
+    logs a new run, at once (MLflow's engine pings pooled connections)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     for key, value in {"MLFLOW_TRACKING_USERNAME": ADMIN[0], "MLFLOW_TRACKING_PASSWORD": ADMIN[1],

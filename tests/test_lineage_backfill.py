@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mlflow
@@ -37,17 +38,22 @@ def store(tmp_path_factory, empty_store) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def server(store, tmp_path_factory):
-    """A real tracking server on the store, for the stages that run once it is back."""
-    with local_server(
+def serve(store: Path, log: Path):
+    """A real tracking server on the store (a context manager yielding its URL)."""
+    return local_server(
         lambda port: ["mlflow", "server", "--backend-store-uri", f"sqlite:///{store}", "--host", "127.0.0.1",
                       "--port", str(port), "--workers", "1"],
         cwd=None,
         env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"},
-        log=tmp_path_factory.mktemp("server") / "server.log",
+        log=log,
         health="/health",
-    ) as url:
+    )
+
+
+@pytest.fixture(scope="module")
+def server(store, tmp_path_factory):
+    """The server for the stages that run once it is back."""
+    with serve(store, tmp_path_factory.mktemp("server") / "server.log") as url:
         yield url
 
 
@@ -63,12 +69,15 @@ def down() -> str:
         return f"http://127.0.0.1:{s.getsockname()[1]}"  # closed once the socket is: nothing listens there
 
 
+def stage_env(uri: str) -> dict:
+    return {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+            "MLFLOW_HTTP_REQUEST_TIMEOUT": "5", "OMP_NUM_THREADS": "1"}
+
+
 def run(project: Path, uri: str, stage: str, upstream: str, experiment: str) -> tuple[str, str]:
     """(the stage's run id, "" offline; its stderr)"""
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
-           "MLFLOW_HTTP_REQUEST_TIMEOUT": "5", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-c", STAGE, stage, upstream, experiment], cwd=project, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", STAGE, stage, upstream, experiment], cwd=project,
+                          env=stage_env(uri), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return (project / "run_id").read_text(), proc.stderr
 
@@ -159,3 +168,41 @@ def test_a_run_opened_while_the_backfill_failed_gets_its_link_when_it_succeeds(p
     run(project, server, "finetune", "pretrain", "linked")
     (pretrain,) = runs_of(client, "offline-upstream", "pretrain")
     assert client.get_run(orphan).data.tags["sslflow.upstream_run_id"] == pretrain.info.run_id
+
+
+# The stage above, halted before its second record until the file `go` exists: the test stops the server meanwhile,
+# so the run loses it mid-way.
+DROPPING = STAGE.replace("import sys\n", "import sys\nimport time\n", 1).replace(
+    "    for step in (1, 2, 3):\n",
+    "    for step in (1, 2, 3):\n"
+    "        while step == 2 and not Path('go').exists():\n"
+    "            Path('waiting').touch()\n"
+    "            time.sleep(0.1)\n",
+)
+
+
+def test_a_rerun_of_the_stage_first_completes_its_run_that_lost_the_server_mid_way(project, store, tmp_path):
+    """Rerunning the stage restarts its metrics file, and would mark the old run KILLED as an orphan: it is
+    completed from the file first (FINISHED, every record, `sslflow.reconnected`)."""
+    client = mlflow.MlflowClient(f"sqlite:///{store}")
+    with serve(store, tmp_path / "first.log") as first:
+        proc = subprocess.Popen([sys.executable, "-c", DROPPING, "pretrain", "", "lost"], cwd=project,
+                                env=stage_env(first), stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while not (project / "waiting").exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+    (project / "go").touch()  # the server is gone: records 2 and 3 stay local
+    assert proc.wait(timeout=300) == 0, proc.stderr.read()[-3000:]
+    lost = lineage(project, "pretrain")
+    assert lost["went_offline"]["status"] == "FINISHED" and lost["went_offline"]["record"] == 1
+    assert client.get_run(lost["run_id"]).info.status == "RUNNING"
+
+    with serve(store, tmp_path / "second.log") as second:
+        rerun, stderr = run(project, second, "pretrain", "", "lost")
+    assert f"completed MLflow run {lost['run_id']} of pretrain" in stderr
+    old = client.get_run(lost["run_id"])
+    assert (old.info.status, old.data.tags["sslflow.reconnected"]) == ("FINISHED", "true")
+    assert old.info.end_time == lost["went_offline"]["end_time"]
+    history = client.get_metric_history(old.info.run_id, "pretrain/loss")
+    assert [(m.step, m.value) for m in history] == [(1, 1.0), (2, 0.5), (3, 1 / 3)]
+    assert client.get_run(rerun).info.status == "FINISHED"

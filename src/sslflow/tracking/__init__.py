@@ -23,7 +23,14 @@ from sslflow.atomic import write_json, write_text
 from sslflow.errors import SslflowError
 from sslflow.faults import Interrupted, watch_parent
 from sslflow.paths import Layout, project_dir
-from sslflow.tracking.backfill import UPSTREAM, UPSTREAM_OFFLINE_ID, WENT_OFFLINE, read_lineage, upstream_run_id
+from sslflow.tracking.backfill import (
+    UPSTREAM,
+    UPSTREAM_OFFLINE_ID,
+    WENT_OFFLINE,
+    complete_lost_run,
+    read_lineage,
+    upstream_run_id,
+)
 from sslflow.tracking.logged import logged_model_or_nothing
 from sslflow.tracking.records import close_orphaned_runs, owner_tags, sigterm_ends_the_run
 from sslflow.tracking.team import is_server, refused_login, user
@@ -235,9 +242,10 @@ def _open_run(
         mlflow.create_experiment(experiment, artifact_location=_artifact_location())
     mlflow.set_experiment(experiment)
     client = mlflow.MlflowClient(uri)
+    lock = project_root() / "reports" / "lineage" / ".backfill.lock"
+    complete_lost_run(client, stage, lock)  # before this run restarts the metrics file its last run still needs
     upstream_id = parent.get("run_id", "")
     if "offline" in parent or WENT_OFFLINE in parent:  # the server missed (part of) the upstream run: now it gets it
-        lock = project_root() / "reports" / "lineage" / ".backfill.lock"
         upstream_id = upstream_run_id(client, upstream, lock) or upstream_id
         tags = {**tags, UPSTREAM: upstream_id}
     run = None
@@ -323,7 +331,6 @@ def stage_run(
     watch_parent()  # `dvc repro` killed: stop too, instead of running on as an orphan holding DVC's lock
 
     metrics_path = Layout().reports / f"{stage}_metrics.jsonl"
-    _keep_metrics(metrics_path, resume_step)
     parent = read_lineage(upstream) if upstream else {}
     pipeline_id = parent.get("pipeline_id") or uuid.uuid4().hex[:12]
     all_tags = {
@@ -345,6 +352,7 @@ def stage_run(
     except Exception as err:  # server down, refused, or a broken store: train anyway, locally
         _warn_offline(err, metrics_path)
         run_id = None
+    _keep_metrics(metrics_path, resume_step)  # after _open_run: completing a lost run reads the records first
     lineage_path = Layout().lineage / f"{stage}.json"
     lineage = {"run_id": run_id or "", "pipeline_id": pipeline_id}
     offline = None

@@ -53,6 +53,18 @@ def upstream_run_id(client, upstream: str, lock: Path) -> str:
         return ""
 
 
+def complete_lost_run(client, stage: str, lock: Path) -> None:
+    """Before `stage` runs again (which restarts its metrics file, and would mark its last run KILLED as an
+    orphan): complete that last run if it lost the server mid-way, from the records still in the file."""
+    try:
+        with exclusive(lock, "a backfill of MLflow runs", wait_s=WAIT_S):
+            record = read_lineage(stage)
+            if record.get("run_id") and WENT_OFFLINE in record:
+                _complete(client, record["run_id"], record[WENT_OFFLINE], stage)
+    except Exception as err:  # the new run goes on; the old one stays as the server last saw it
+        print(f"note: cannot complete the MLflow run of {stage} that lost the tracking server ({err})", file=sys.stderr)
+
+
 def _run_of(client, stage: str) -> str:
     record = read_lineage(stage)
     offline = record.get("offline")

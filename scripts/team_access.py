@@ -12,7 +12,6 @@ import argparse
 import getpass
 import os
 import typing
-import warnings
 
 from sslflow import config
 from sslflow.cli import run
@@ -23,8 +22,6 @@ from sslflow.tracking.team import ROLES, add_user, grant, is_server
 
 
 def main() -> None:
-    # MLflow's auth client imports its server app, which imports a deprecated Starlette module: noise to the admin.
-    warnings.filterwarnings("ignore", message="starlette.middleware.wsgi is deprecated")
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
     sub.add_parser("add-user").add_argument("name")

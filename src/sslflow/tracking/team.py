@@ -55,9 +55,13 @@ def refused_login(uri: str) -> str:
 
 
 def _auth_client(uri: str):
-    from mlflow.server import get_app_client
+    import warnings
 
-    return get_app_client("basic-auth", tracking_uri=uri)
+    with warnings.catch_warnings():  # its server app imports a deprecated Starlette module: noise to every user
+        warnings.filterwarnings("ignore", message="starlette.middleware.wsgi is deprecated")
+        from mlflow.server import get_app_client
+
+        return get_app_client("basic-auth", tracking_uri=uri)
 
 
 def add_user(uri: str, name: str, password: str) -> None:

@@ -11,7 +11,9 @@ model's val and test entity F1 is appended to <work>/results.jsonl. `report` tur
     python bench/ner_bench.py report [--work DIR] [--out bench/ner]
 
 BUDGET is a number of labeled sentences or `all`; LENGTH the optimizer steps of each neural fit (`200`:
-text.finetune.steps) or epochs over the labeled sentences (`40e`: text.finetune.epochs).
+text.finetune.steps) or epochs over the labeled sentences (`40e`: text.finetune.epochs). An optional fourth field
+says what the ssl model is: `tune` (the encoder fine-tuned as a token classifier; rows without the field) or
+`wcK` (the per-word tagger with K word classes from the encoder: text.finetune.word_classes).
 """
 
 import argparse
@@ -48,10 +50,10 @@ def run(args) -> None:
             stage(name, project, params, times)
     pretrain = json.loads((project / "reports" / "pretrain.json").read_text())
     for fit in args.fit:
-        budget, length, decoding = fit.split(":")
+        budget, length, decoding, ssl = (fit.split(":") + ["tune"])[:4]
         for seed in range(args.seeds):
             finetune = params["text"]["finetune"]
-            finetune.update(decoding=decoding, label_seed=seed)
+            finetune.update(decoding=decoding, label_seed=seed, word_classes=None if ssl == "tune" else int(ssl[2:]))
             finetune.update(epochs=int(length[:-1])) if length.endswith("e") else finetune.update(
                 steps=int(length), epochs=None)
             finetune.update(labels_per_class=None, label_fraction=1.0) if budget == "all" else finetune.update(
@@ -61,7 +63,7 @@ def run(args) -> None:
             test = read_metrics(project / "reports")
             val = json.loads((project / "reports" / "finetune.json").read_text())
             row = {"variant": args.name, "corpus": args.corpus, "lowercase": args.lowercase, "budget": budget,
-                   "length": length, "decoding": decoding, "seed": seed,
+                   "length": length, "decoding": decoding, "ssl": ssl, "seed": seed,
                    "val_perplexity": pretrain["monitor/val_perplexity"], "wall_s": {k: v[-1] for k, v in times.items()}}
             row |= {f"{m}/test": test[m]["entity_f1"] for m in MODELS}
             row |= {f"{m}/val": val[f"{m}/val_entity_f1"] for m in MODELS}
@@ -78,20 +80,24 @@ def report(args) -> None:
     rows = [json.loads(line) for line in (args.work / "results.jsonl").read_text().splitlines()]
     cells: dict[tuple, list[dict]] = {}
     for row in rows:
-        cells.setdefault((row["variant"], row["budget"], row["length"], row["decoding"]), []).append(row)
+        key = (row["variant"], row["budget"], row["length"], row["decoding"], row.get("ssl", "tune"))
+        cells.setdefault(key, []).append(row)
     lines = [
         "# NER benchmark: wikigold entity F1 (seqeval strict IOB2, micro), mean ± sd over label draws",
         "",
-        "Variant = pretraining: unlabeled corpus (none | bbc-news) and vocabulary casing. Choose on val, never test.",
+        "Variant = pretraining: unlabeled corpus (none | bbc-news) and vocabulary casing. ssl model: `tune` = the",
+        "encoder fine-tuned as a token classifier, `wcK` = the per-word tagger with K word classes from the encoder",
+        "(text.finetune.word_classes). Choose on val, never test.",
         "",
-        "| variant | budget | length | decoding | draws | " + " | ".join(f"{m} val | {m} test" for m in MODELS) + " |",
-        "|---" * (5 + 2 * len(MODELS)) + "|",
+        "| variant | budget | length | decoding | ssl model | draws | "
+        + " | ".join(f"{m} val | {m} test" for m in MODELS) + " |",
+        "|---" * (6 + 2 * len(MODELS)) + "|",
     ]
-    for (variant, budget, length, decoding), group in cells.items():
+    for (variant, budget, length, decoding, ssl), group in cells.items():
         scores = " | ".join(
             f"{mean_sd([r[f'{m}/val'] for r in group])} | {mean_sd([r[f'{m}/test'] for r in group])}" for m in MODELS
         )
-        lines.append(f"| {variant} | {budget} | {length} | {decoding} | {len(group)} | {scores} |")
+        lines.append(f"| {variant} | {budget} | {length} | {decoding} | {ssl} | {len(group)} | {scores} |")
     perplexity = {r["variant"]: r["val_perplexity"] for r in rows}
     pretrain_s = {r["variant"]: r["wall_s"]["pretrain"] for r in rows if "pretrain" in r["wall_s"]}
     lines += [

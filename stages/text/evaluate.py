@@ -12,9 +12,9 @@ from sslflow.splits import data_hash
 from sslflow.text import baselines
 from sslflow.text.config import Text
 from sslflow.text.corpus import read_json, read_jsonl
-from sslflow.text.models import load_classifier
 from sslflow.text.tasks import TASKS
 from sslflow.text.tokenizer import load_tokenizer
+from sslflow.text.wordclasses import load_fitted
 from sslflow.tracking import log_text_classifier, stage_run
 
 
@@ -32,7 +32,7 @@ def main() -> None:
     encoding = read_json(layout.finetuned / "encoding.json")
     probas = {}
     for name in read_json(layout.finetuned / "models.json")["models"]:  # ssl, scratch (and *-supervised)
-        probas[name] = task.predict(load_classifier(layout.finetuned, name), tokenizer, test, encoding, runtime)
+        probas[name] = task.predict(load_fitted(layout.finetuned, name), tokenizer, test, encoding, runtime)
     probas["classical"] = task.predict_classical(baselines.load(layout.finetuned / "classical.npz"), test)
 
     test_hash = data_hash(layout.prepared)

@@ -15,7 +15,6 @@ from sslflow import distributed, stage
 from sslflow.atomic import write_json
 from sslflow.cli import run, warn
 from sslflow.config import Base, load
-from sslflow.errors import SslflowError
 from sslflow.optim import schedule_warning
 from sslflow.paths import Layout
 from sslflow.splits import draw_budget
@@ -37,11 +36,6 @@ def main() -> None:
     base = load(layout.params, "base", Base)
     text = load(layout.params, "text", Text)
     cfg, task = text.finetune, TASKS[text.task]
-    if cfg.method != "supervised" and task.name != "text-classification":
-        raise SslflowError(
-            f"params key 'text.finetune.method' is {cfg.method}, but text.task is {task.name}: "
-            "token classification (NER) fine-tunes supervised only"
-        )
     runtime = stage.start(base)
 
     tokenizer = load_tokenizer(layout.prepared / "tokenizer.json")
@@ -67,6 +61,9 @@ def main() -> None:
     encoder, bert = load_encoder(layout.encoder, tokenizer_sha)
     torch.manual_seed(base.seed)
     inits = {"ssl": task.head(encoder, len(classes)), "scratch": task.head(build_bert(bert), len(classes))}
+    tagger = task.name == "token-classification" and cfg.word_classes is not None
+    if tagger:  # ssl is the word-class tagger, fit below (the head is built anyway: scratch starts as it always did)
+        del inits["ssl"]
     batch = distributed.per_rank(cfg.batch_size, "text.finetune.batch_size")
     with stage.finetune_run(
         run_name=finetune_run_name(task.name, cfg.method, cfg.labels_per_class, cfg.label_fraction, cfg.label_seed),
@@ -74,6 +71,11 @@ def main() -> None:
         what=f"{cfg.method}, " + ("" if pool is None else f"pool of {len(pool)} chunks, "), outputs=layout.finetuned,
     ) as tracker:
         summary, names = {"labeled": len(budget)} | ({} if pool is None else {"pool_chunks": len(pool)}), []
+
+        def score(key: str, model) -> dict[str, float]:  # on val
+            found = task.score(val_set, task.predict(model, tokenizer, val_set, encoding, runtime), classes, encoding)
+            return {f"{key}/{k}": v for k, v in found.items()}
+
         for name, init in inits.items():
             supervised, model, stats = fit_method(
                 runtime.prepare(init), arrays, pool, cfg=cfg, specials=specials(tokenizer), loss=task.loss,
@@ -87,10 +89,14 @@ def main() -> None:
                 continue
             for key, m in fitted.items():
                 save_classifier(m, bert, task.name, layout.finetuned, key)
-                scores = task.score(val_set, task.predict(m, tokenizer, val_set, encoding, runtime), classes, encoding)
-                summary.update({f"{key}/{k}": v for k, v in scores.items()})
+                summary.update(score(key, m))
         if not distributed.is_main():
             return
+        if tagger:
+            model = task.fit_tagger(encoder, tokenizer, train_set, labeled, classes, encoding, cfg, base.seed)
+            baselines.save(model, layout.finetuned / "ssl.npz")
+            summary.update(score("ssl", model))
+            names.insert(0, "ssl")
         classical = task.fit_classical(train_set, labeled, classes, cfg.classical_c, base.seed)
         baselines.save(classical, layout.finetuned / "classical.npz")
         scores = task.score(val_set, task.predict_classical(classical, val_set), classes, encoding)

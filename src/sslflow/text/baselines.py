@@ -2,11 +2,12 @@
 
 Documents: TF-IDF (vocabulary and IDF from the unlabeled pool) + multinomial logistic regression.
 Sentences: per-word logistic regression on the word, its shape, prefix and suffix, and its neighbours;
-each word is tagged on its own (no sequence model), then the tags are read as IOB2.
+each word is tagged on its own (no sequence model), then the tags are read as IOB2. `extra` adds feature strings
+per word (the ssl tagger's word classes, sslflow.text.wordclasses).
 """
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -71,26 +72,37 @@ def word_features(tokens: Sequence[str], i: int) -> list[str]:
             f"next={nxt}", f"title={w.istitle()}", f"upper={w.isupper()}", f"first={i == 0}"]
 
 
-def _word_matrix(sentences: Sequence[Sequence[str]], index: dict[str, int]) -> sparse.csr_matrix:
-    rows, cols = [], []
-    n = 0
-    for tokens in sentences:
+Extra = Sequence[Sequence[Sequence[str]]] | None  # per sentence, per word: more feature strings (word classes)
+
+
+def _features(sentences: Sequence[Sequence[str]], extra: Extra) -> Iterator[list[str]]:
+    """Each word's feature strings, sentence after sentence."""
+    for s, tokens in enumerate(sentences):
         for i in range(len(tokens)):
-            for f in word_features(tokens, i):
-                if f in index:
-                    rows.append(n)
-                    cols.append(index[f])
-            n += 1
-    return sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, len(index)))
+            yield word_features(tokens, i) + (list(extra[s][i]) if extra is not None else [])
+
+
+def _word_matrix(sentences: Sequence[Sequence[str]], index: dict[str, int], extra: Extra) -> sparse.csr_matrix:
+    rows, cols = [], []
+    for n, features in enumerate(_features(sentences, extra)):
+        for f in features:
+            if f in index:
+                rows.append(n)
+                cols.append(index[f])
+    words = sum(len(tokens) for tokens in sentences)
+    return sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(words, len(index)))
 
 
 def fit_word_logreg(
-    sentences: Sequence[Sequence[str]], tags: Sequence[Sequence[int]], num_tags: int, c: float, seed: int
+    sentences: Sequence[Sequence[str]],
+    tags: Sequence[Sequence[int]],
+    num_tags: int,
+    c: float,
+    seed: int,
+    extra: Extra = None,
 ) -> dict:
-    features = sorted(
-        {f for tokens in sentences for i in range(len(tokens)) for f in word_features(tokens, i)}
-    )
-    x = _word_matrix(sentences, {f: i for i, f in enumerate(features)})
+    features = sorted({f for word in _features(sentences, extra) for f in word})
+    x = _word_matrix(sentences, {f: i for i, f in enumerate(features)}, extra)
     coef, intercept = _linear(
         x, np.concatenate([np.asarray(t, dtype=np.int64) for t in tags]), num_tags, c, seed
     )
@@ -107,9 +119,9 @@ def predict_documents(model: dict, texts: Sequence[str]) -> np.ndarray:
     return softmax(x @ model["coef"].T + model["intercept"], axis=1)
 
 
-def predict_words(model: dict, sentences: Sequence[Sequence[str]]) -> list[np.ndarray]:
+def predict_words(model: dict, sentences: Sequence[Sequence[str]], extra: Extra = None) -> list[np.ndarray]:
     """Per sentence, (words, T) tag probabilities."""
-    x = _word_matrix(sentences, {f: i for i, f in enumerate(model["features"])})
+    x = _word_matrix(sentences, {f: i for i, f in enumerate(model["features"])}, extra)
     proba = softmax(x @ model["coef"].T + model["intercept"], axis=1)
     return np.split(proba, np.cumsum([len(s) for s in sentences])[:-1])
 

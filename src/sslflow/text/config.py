@@ -110,6 +110,9 @@ class TextFinetune(Section):
     classical_c: float = Field(10.0, gt=0)
     # token-classification: word tag probabilities -> IOB2 tags (sslflow.text.decode); saved with the models
     decoding: Literal["argmax", "viterbi"] = "viterbi"
+    # token-classification: the ssl model is the per-word tagger on the classical features plus this many word
+    # classes learned by the encoder (sslflow.text.wordclasses); null: fine-tune the encoder as a token classifier
+    word_classes: int | None = Field(50, gt=1)
     fixmatch: TextFixMatch = TextFixMatch()
 
     @model_validator(mode="after")
@@ -130,3 +133,12 @@ class Text(Section):
     pretrain: TextPretrain = TextPretrain()
     finetune: TextFinetune = TextFinetune()
     evaluate: TextEvaluate = TextEvaluate()
+
+    @model_validator(mode="after")
+    def _ner_is_supervised(self):
+        if self.finetune.method != "supervised" and self.task != "text-classification":
+            raise ValueError(
+                f"finetune.method is {self.finetune.method}, but task is {self.task}: token classification (NER) "
+                "fine-tunes supervised only"
+            )
+        return self

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 
 from sslflow.runtime import Runtime
+from sslflow.text import wordclasses
 from sslflow.text.decode import decode
 from sslflow.text.encode import encode_words
 from sslflow.text.finetune import probabilities
@@ -34,9 +35,14 @@ def tag_examples(tokenizer: Tokenizer, sentences: Sequence[dict], tag_ids: dict[
     return ids, labels, np.ones(len(sentences))
 
 
-def predict_words(model: torch.nn.Module, tokenizer: Tokenizer, sentences: Sequence[Sequence[str]], *, max_length: int,
-                  runtime: Runtime) -> list[np.ndarray]:
-    """Per sentence, (words, T) tag probabilities; words cut off by `max_length` get tag 0 ("O")."""
+def predict_words(
+    model: torch.nn.Module | dict, tokenizer: Tokenizer, sentences: Sequence[Sequence[str]], *, max_length: int,
+    runtime: Runtime,
+) -> list[np.ndarray]:
+    """Per sentence, (words, T) tag probabilities; words cut off by `max_length` get tag 0 ("O"). `model`: a
+    fine-tuned network, or the word-class tagger (a dict of arrays)."""
+    if isinstance(model, dict):
+        return wordclasses.predict(model, tokenizer, sentences)
     ids, word_index = encode_words(tokenizer, sentences, max_length)
     proba = probabilities(model, ids, runtime)  # (N, L, T)
     out = []
@@ -50,7 +56,7 @@ def predict_words(model: torch.nn.Module, tokenizer: Tokenizer, sentences: Seque
 
 
 def find_entities(
-    model: torch.nn.Module,
+    model: torch.nn.Module | dict,
     tokenizer: Tokenizer,
     texts: Sequence[str],
     tags: list[str],

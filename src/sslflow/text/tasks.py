@@ -11,7 +11,7 @@ from sklearn.metrics import f1_score
 from tokenizers import Tokenizer
 
 from sslflow import report
-from sslflow.text import baselines, entities
+from sslflow.text import baselines, entities, wordclasses
 from sslflow.text.classify import chunk_examples, predict_documents, weighted_ce
 from sslflow.text.decode import decode
 from sslflow.text.models import SequenceClassifier, TokenClassifier
@@ -98,12 +98,24 @@ class Sentences:
             runtime=runtime,
         )
 
+    def tag_ids(self, examples: list[dict], classes: list[str]) -> list[list[int]]:
+        index = {t: i for i, t in enumerate(classes)}
+        return [[index[t] for t in e["tags"]] for e in examples]
+
     def fit_classical(
         self, pool: list[dict], labeled: list[dict], classes: list[str], c: float, seed: int
     ) -> dict:
-        index = {t: i for i, t in enumerate(classes)}
-        tags = [[index[t] for t in e["tags"]] for e in labeled]
+        tags = self.tag_ids(labeled, classes)
         return baselines.fit_word_logreg([e["tokens"] for e in labeled], tags, len(classes), c, seed)
+
+    def fit_tagger(self, encoder, tokenizer: Tokenizer, pool: list[dict], labeled: list[dict], classes: list[str],
+                   encoding: dict, cfg, seed: int) -> dict:
+        """The ssl word-class tagger (sslflow.text.wordclasses): classes from `pool`'s words, unlabeled."""
+        return wordclasses.fit_tagger(
+            encoder, tokenizer, [e["tokens"] for e in pool], [e["tokens"] for e in labeled],
+            self.tag_ids(labeled, classes), num_tags=len(classes), classes=cfg.word_classes,
+            max_length=encoding["max_length"], c=cfg.classical_c, seed=seed,
+        )
 
     def predict_classical(self, model: dict, examples: list[dict]):
         return baselines.predict_words(model, [e["tokens"] for e in examples])

@@ -497,12 +497,15 @@ TEXT_SERVING_REQUIREMENTS = (
     "pandas",
     "pydantic",
     "pyyaml",
+    "scipy",  # the NER word-class tagger (sslflow.text.wordclasses, baselines)
+    "scikit-learn",
 )
 
 
 def log_text_classifier(model_dir: Path, name: str, task: str, example: list[str]) -> str:
-    """Log `model_dir/name.{safetensors,json}` with the tokenizer, encoding settings and class (or tag) names
-    beside it in `model_dir` as the pyfunc in tracking/text_pyfunc.py; returns the model URI.
+    """Log `model_dir/name.{safetensors,json}` (or the NER tagger `name.npz`) with the tokenizer, encoding
+    settings and class (or tag) names beside it in `model_dir` as the pyfunc in tracking/text_pyfunc.py; returns
+    the model URI.
 
     `example`: a few raw test strings; the input is a column `text` of strings.
     """
@@ -517,9 +520,12 @@ def log_text_classifier(model_dir: Path, name: str, task: str, example: list[str
             f"cannot log the {name} model: no MLflow run is open (tracking at {tracking_uri()} was unreachable); "
             "the local reports are written: rerun this stage once the server answers"
         )
+    tagger = model_dir / f"{name}.npz"  # the NER word-class tagger (sslflow.text.wordclasses): arrays only
+    weights = {"weights": tagger} if tagger.is_file() else {
+        "weights": model_dir / f"{name}.safetensors", "config": model_dir / f"{name}.json"
+    }
     artifacts = {
-        "weights": model_dir / f"{name}.safetensors",
-        "config": model_dir / f"{name}.json",
+        **weights,
         "tokenizer": model_dir / "tokenizer.json",
         "encoding": model_dir / "encoding.json",
         "classes": model_dir / "classes.json",

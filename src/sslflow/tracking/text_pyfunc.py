@@ -16,9 +16,9 @@ import torch
 
 from sslflow.runtime import Runtime
 from sslflow.text.classify import predict_documents
-from sslflow.text.models import load_classifier
 from sslflow.text.ner import find_entities
 from sslflow.text.tokenizer import load_tokenizer
+from sslflow.text.wordclasses import load_fitted
 
 CPU = Runtime(
     torch.device("cpu"), torch.float32, pin_memory=False, channels_last=False, compile=False, num_workers=0
@@ -32,7 +32,7 @@ class TextModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context) -> None:
         weights = Path(context.artifacts["weights"])
-        self.model = load_classifier(weights.parent, weights.stem)
+        self.model = load_fitted(weights.parent, weights.stem)
         self.tokenizer = load_tokenizer(Path(context.artifacts["tokenizer"]))
         self.encoding = json.loads(Path(context.artifacts["encoding"]).read_text())
         self.classes = json.loads(Path(context.artifacts["classes"]).read_text())

@@ -5,6 +5,7 @@ import yaml
 
 from sslflow import config
 from sslflow.errors import SslflowError
+from sslflow.text.config import Text
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,6 +36,9 @@ def test_repo_params_are_valid():
         ({"finetune": {"labels_per_class": 5, "label_fraction": 0.1}}, "finetune", config.Finetune, "exactly one"),
         ({"registry": {"model_names": {"audio": "x"}}}, "registry", config.Registry, "registry.model_names.audio"),
         ({"registry": {"model_names": {"image": ""}}}, "registry", config.Registry, "registry.model_names.image"),
+        ({"text": {"task": "token-classification", "finetune": {"method": "fixmatch"}}}, "text", Text,
+         "finetune.method is fixmatch, but task is token-classification"),
+        ({"text": {"finetune": {"word_classes": 1}}}, "text", Text, "text.finetune.word_classes"),
     ],
 )
 def test_bad_params_name_the_key(tmp_path, tree, section, model, needle):

@@ -215,6 +215,7 @@ def test_ner_pipeline_outputs_and_entity_spans(ner_project, monkeypatch):
     mlflow.set_tracking_uri(f"sqlite:///{ner_project / 'mlflow.db'}")
     served = mlflow.pyfunc.load_model("models:/sslflow-ner@challenger")
     assert served.unwrap_python_model().encoding["decoding"] == TextFinetune().decoding  # what val was scored with
+    assert "centroids" in served.unwrap_python_model().model  # the default ssl model: the word-class tagger
     out = served.predict(pd.DataFrame({"text": ["Mary went to Oslo."]}))
     for entity in out["entities"][0]:
         assert "Mary went to Oslo."[entity["start"] : entity["end"]] == entity["text"] and entity["type"] in (

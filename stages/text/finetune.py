@@ -4,7 +4,8 @@ and a classical baseline on the same labeled budget, drawn here from the train s
 document's chunks, labels unread) and their supervised starting points are kept too ("ssl-supervised",
 "scratch-supervised"), so evaluate can split what pretraining and the pool each bought. For NER with
 `text.finetune.word_classes` set (the default), ssl is instead the per-word tagger on the classical features plus
-word classes the pretrained encoder learned (sslflow.text.wordclasses). The test split is not read. Under torchrun (or base.nproc_per_node > 1) the networks train with DDP; rank 0 writes."""
+word classes the pretrained encoder learned (sslflow.text.wordclasses). The test split is not read. Under
+torchrun (or base.nproc_per_node > 1) the networks train with DDP; rank 0 writes."""
 
 import hashlib
 import math

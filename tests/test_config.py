@@ -37,7 +37,7 @@ def test_repo_params_are_valid():
         ({"registry": {"model_names": {"audio": "x"}}}, "registry", config.Registry, "registry.model_names.audio"),
         ({"registry": {"model_names": {"image": ""}}}, "registry", config.Registry, "registry.model_names.image"),
         ({"text": {"task": "token-classification", "finetune": {"method": "fixmatch"}}}, "text", Text,
-         "finetune.method is fixmatch, but task is token-classification"),
+         "'text.finetune.method' is fixmatch, but text.task is token-classification"),
         ({"text": {"finetune": {"word_classes": 1}}}, "text", Text, "text.finetune.word_classes"),
     ],
 )

@@ -138,7 +138,7 @@ class Text(Section):
     def _ner_is_supervised(self):
         if self.finetune.method != "supervised" and self.task != "text-classification":
             raise ValueError(
-                f"finetune.method is {self.finetune.method}, but task is {self.task}: token classification (NER) "
-                "fine-tunes supervised only"
+                f"'text.finetune.method' is {self.finetune.method}, but text.task is {self.task}: token "
+                "classification (NER) fine-tunes supervised only"
             )
         return self

@@ -55,7 +55,7 @@ def main() -> None:
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}"}
     params = yaml.safe_load((project / "params.yaml").read_text())
 
-    pipeline = ("fetch", "preprocess", "pretrain", "finetune", "evaluate")
+    pipeline = ("fetch", "preprocess", "label", "pretrain", "finetune", "evaluate")
     stages = {} if args.reuse else {s: run_stage(project, s, env) for s in pipeline}
     pretrain = json.loads((project / "reports" / "pretrain.json").read_text())
     result = {

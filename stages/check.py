@@ -20,7 +20,7 @@ SHARED = {"base": config.Base, "registry": config.Registry, "promote": config.Pr
 TRACKS = {
     "image": SHARED | {
         "fetch": config.Fetch, "preprocess": config.Preprocess, "pretrain": config.Pretrain,
-        "finetune": config.Finetune, "evaluate": config.Evaluate,
+        "finetune": config.Finetune, "evaluate": config.Evaluate, "select": config.Select,
     },
     "text": SHARED | {"text": Text},
 }

@@ -72,7 +72,7 @@ def run_stage(project: Path, stage: str, modality: str = "image", check: bool = 
 def tiny_pipeline(tmp_path_factory) -> Path:
     """All five image stages run once on the tiny profile; tests must not modify the result."""
     project = make_project(tmp_path_factory.mktemp("tiny") / "project")
-    for stage in ("fetch", "preprocess", "pretrain", "finetune", "evaluate"):
+    for stage in ("fetch", "preprocess", "label", "pretrain", "finetune", "evaluate"):
         run_stage(project, stage)
     return project
 

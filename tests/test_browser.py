@@ -57,7 +57,7 @@ def evaluated(project: Path) -> dict:
 def pipeline(tmp_path_factory):
     """The tiny pipeline run twice: 3, then 5 labels per class (only finetune onwards reruns, as in DVC)."""
     project = make_project(tmp_path_factory.mktemp("compared") / "project", NO_RECALL_FLOOR)
-    for stage in ("fetch", "preprocess", "pretrain", "finetune", "evaluate"):
+    for stage in ("fetch", "preprocess", "label", "pretrain", "finetune", "evaluate"):
         run_stage(project, stage)
     promote(project)
     first = evaluated(project)

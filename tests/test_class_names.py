@@ -50,7 +50,7 @@ def file_hashes(root: Path) -> dict[str, str]:
 def named(tmp_path_factory) -> Path:
     """The tiny pipeline, fetch to evaluate, with Fashion-MNIST's names given to the ten digit classes."""
     project = make_project(tmp_path_factory.mktemp("named") / "project", {"fetch": {"class_names": NAMES}})
-    for stage in ("fetch", "preprocess", "pretrain", "finetune", "evaluate"):
+    for stage in ("fetch", "preprocess", "label", "pretrain", "finetune", "evaluate"):
         run_stage(project, stage)
     return project
 

@@ -217,6 +217,7 @@ def test_two_process_pretrain_and_finetune_write_the_single_process_layout(tmp_p
     single = make_project(tmp_path / "single", overrides)
     run_stage(single, "fetch")
     run_stage(single, "preprocess")
+    run_stage(single, "label")
     ddp = make_project(tmp_path / "ddp", {**overrides, "base": {"num_workers": 0, "nproc_per_node": 2}})
     for done in ("data", "reports"):  # what fetch and preprocess left
         shutil.copytree(single / done, ddp / done)

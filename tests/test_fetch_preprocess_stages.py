@@ -85,6 +85,8 @@ def write_raw_arrays(project, labels, classes, test_mask=None):
         if array is not None:
             np.save(raw / f"{name}.npy", array, allow_pickle=False)
     (raw / "classes.json").write_text(json.dumps(classes))
+    (raw / "ids.json").write_text(json.dumps([f"old#{i}" for i in range(len(labels))]))
+    (raw / "paths.json").write_text(json.dumps([None] * len(labels)))
     manifest = json.loads((raw / "manifest.json").read_text())
     arrays = (raw / "images.npy").read_bytes() + (raw / "labels.npy").read_bytes()
     manifest["sha256"] = hashlib.sha256(arrays).hexdigest()

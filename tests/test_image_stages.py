@@ -42,8 +42,10 @@ def test_runs_are_tracked_and_linked(tiny_pipeline):
     mlflow.set_tracking_uri(f"sqlite:///{tiny_pipeline / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["sslflow"])
     by_stage = {row["tags.sslflow.stage"]: row for _, row in runs.iterrows()}
-    assert set(by_stage) == {"fetch", "preprocess", "pretrain", "finetune", "evaluate"}
-    for stage, upstream in [("preprocess", "fetch"), ("pretrain", "preprocess"), ("finetune", "pretrain")]:
+    assert set(by_stage) == {"fetch", "preprocess", "label", "pretrain", "finetune", "evaluate"}
+    for stage, upstream in [
+        ("preprocess", "fetch"), ("label", "preprocess"), ("pretrain", "preprocess"), ("finetune", "pretrain")
+    ]:
         assert by_stage[stage]["tags.sslflow.upstream_run_id"] == by_stage[upstream]["run_id"]
     assert by_stage["evaluate"]["tags.sslflow.pipeline_id"] == by_stage["fetch"]["tags.sslflow.pipeline_id"]
     assert by_stage["fetch"]["params.fetch.source"] == "sklearn-digits" and by_stage["fetch"]["metrics.count"] == 1797
@@ -201,7 +203,7 @@ def test_the_pool_labels_are_never_read(tiny_pipeline, tmp_path):
             shutil.copytree(tiny_pipeline / "data", project / "data")
             shutil.copytree(tiny_pipeline / "models" / "encoder", project / "models" / "encoder")
             if scramble:
-                path = project / "data" / "prepared" / "val_labels.npy"
+                path = project / "data" / "labeled" / "val_labels.npy"
                 np.save(path, (np.load(path) + 1) % 10)
             run_stage(project, "finetune")
             digests = _digest(project / "models" / "finetuned")

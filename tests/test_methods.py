@@ -323,7 +323,7 @@ def _sh(project, *args):
 @pytest.mark.slow
 def test_an_mae_encoder_goes_through_finetune_and_evaluate(tmp_path):
     project = make_project(tmp_path / "p", {"pretrain": {"method": "mae", **SMALL_MAE}})
-    for stage in ("fetch", "preprocess", "pretrain", "finetune", "evaluate"):
+    for stage in ("fetch", "preprocess", "label", "pretrain", "finetune", "evaluate"):
         run_stage(project, stage)
     assert json.loads((project / "models" / "encoder" / "encoder.json").read_text())["arch"] == "vit"
     assert (project / "models" / "encoder" / "pretext.png").is_file()

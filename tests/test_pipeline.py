@@ -26,7 +26,10 @@ def test_dvc_repro_end_to_end(tmp_path):
     _sh(project, "git", "init", "-q")
     _sh(project, "dvc", "init", "-q")
     first = _sh(project, "dvc", "repro")
-    assert _ran(first.stdout)[:6] == ["check", "fetch", "preprocess", "pretrain", "finetune", "evaluate"]
+    ran = _ran(first.stdout)
+    assert set(ran) == {"check", "fetch", "preprocess", "label", "pretrain", "finetune", "evaluate", "promote", "select"}
+    assert ran[:3] == ["check", "fetch", "preprocess"] and ran.index("label") < ran.index("finetune")
+    assert ran.index("pretrain") < ran.index("finetune") < ran.index("evaluate") < ran.index("promote")
     assert _ran(_sh(project, "dvc", "repro").stdout) == []
 
     params = yaml.safe_load((project / "params.yaml").read_text())

@@ -59,21 +59,27 @@ def test_split_errors_name_the_problem():
         split(labels, test_mask=mask)
 
 
+def write(tmp_path, images, labels, s):
+    ids = [f"toy#{i}" for i in range(len(labels))]
+    return write_prepared(tmp_path, images, labels, CLASSES, s, ids=ids, paths=[None] * len(labels))
+
+
 def test_write_prepared_pool_and_hashes(tmp_path):
     images, labels = toy()
     s = split(labels)
-    info = write_prepared(tmp_path, images, labels, CLASSES, s)
+    info = write(tmp_path, images, labels, s)
     train = np.load(tmp_path / "train_images.npy")
     val = np.load(tmp_path / "val_images.npy")
     np.testing.assert_array_equal(np.load(tmp_path / "pool_images.npy"), np.concatenate([train, val]))
     np.testing.assert_array_equal(np.load(tmp_path / "test_labels.npy"), labels[s.test])
     assert not (tmp_path / "pool_labels.npy").exists()
-    assert info["counts"] == {"train": 54, "val": 18, "test": 18, "pool": 72}
+    assert info["counts"] == {"train": 54, "val": 18, "test": 18, "pool": 72, "unlabeled": 0, "unlabeled_duplicates": 0}
     assert info["class_counts"]["test"] == {"a": 8, "b": 6, "c": 4}
-    assert sorted(info["sha256"]) == sorted(p.name for p in tmp_path.glob("*.npy"))
+    hashed = [*tmp_path.glob("*.npy"), tmp_path / "ids.json", tmp_path / "paths.json"]
+    assert sorted(info["sha256"]) == sorted(p.name for p in hashed)
     assert data_hash(tmp_path) == info["data_hash"]
     for seed, same in ((0, True), (1, False)):
-        again = write_prepared(tmp_path, images, labels, CLASSES, split(labels, seed))
+        again = write(tmp_path, images, labels, split(labels, seed))
         assert (again["data_hash"] == info["data_hash"]) == same
 
 

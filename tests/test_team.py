@@ -65,7 +65,7 @@ def start_stage(project: Path, name: str, env: dict, cwd: Path | None = None) ->
 def trained(server, tmp_path_factory) -> Path:
     """alice's workspace, run up to finetune against the team server."""
     project = make_project(tmp_path_factory.mktemp("alice") / "project")
-    for name in ("fetch", "preprocess", "pretrain", "finetune"):
+    for name in ("fetch", "preprocess", "label", "pretrain", "finetune"):
         stage(project, name, env_of(server, "alice"))
     return project
 

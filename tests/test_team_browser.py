@@ -45,7 +45,7 @@ def pipeline(server, tmp_path_factory) -> Path:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env.update(MLFLOW_TRACKING_URI=server, MLFLOW_TRACKING_USERNAME=USER[0], MLFLOW_TRACKING_PASSWORD=USER[1],
                OMP_NUM_THREADS="1", PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    for stage in ("fetch", "preprocess", "pretrain", "finetune"):
+    for stage in ("fetch", "preprocess", "label", "pretrain", "finetune"):
         proc = subprocess.run([sys.executable, f"stages/image/{stage}.py"], cwd=project, env=env,
                               capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, f"{stage} failed ({proc.returncode}):\n{proc.stderr[-3000:]}"

@@ -39,7 +39,7 @@ def prepared(pg, home, tmp_path_factory) -> Path:
     """fetch and preprocess of the tiny project, logged to the team server (their runs stay in its store)."""
     project = make_project(tmp_path_factory.mktemp("prepared") / "project", TINY_TEAM)
     with team_server(pg, home, home / "prepared.log") as url:
-        for stage in ("fetch", "preprocess"):
+        for stage in ("fetch", "preprocess", "label"):
             run_stage(project, stage, env(project, url, retries="0"))
     return project
 

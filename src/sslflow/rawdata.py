@@ -1,8 +1,10 @@
 """The common raw form every fetch source is turned into, and the only code that reads or writes it.
 
     images.npy      uint8 (N, C, H, W), C in {1, 3}
-    labels.npy      int64 (N,), values 0..K-1
-    classes.json    K class names
+    labels.npy      int64 (N,), values 0..K-1, or -1 for an unlabeled image (fetch.unlabeled)
+    classes.json    K class names (K may be 0 when fetch.source is none: no labeled image yet)
+    ids.json        N distinct item ids: "<name>#<row>" for arrays, "<folder name>/<relative path>" for files
+    paths.json      N absolute file paths of file-based items, null for rows of arrays
     test_mask.npy   bool (N,), only when the source has an official test split
     manifest.json   provenance; its sha256 covers images.npy + labels.npy, written last
 """
@@ -10,7 +12,8 @@
 import hashlib
 import io
 import json
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +23,8 @@ from sslflow.errors import SslflowError
 
 MANIFEST_GIVEN = ("source", "inputs", "license", "skipped")
 MANIFEST_OPTIONAL = ("class_names",)  # where the class names came from: "source", "params" or a names file
+UNLABELED = -1  # the label of an image without one
+NO_LABELED_SOURCE = "none"  # fetch.source: every image is unlabeled, classes come later from people's labels
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,8 @@ class RawData:
     classes: list[str]  # K names
     manifest: dict
     test_mask: np.ndarray | None = None  # (N,) bool
+    ids: list[str] = field(default_factory=list)  # N distinct item ids
+    paths: list[str | None] = field(default_factory=list)  # N file paths, None for rows of arrays
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
@@ -54,16 +61,33 @@ def _check(images, labels, classes, test_mask, dir: Path | None) -> None:
     if labels.dtype != np.int64 or labels.shape != images.shape[:1]:
         got = f"{labels.dtype} {labels.shape}"
         raise SslflowError(f"{name('labels')}: expected int64 ({len(images)},), got {got}")
-    if not classes or not all(isinstance(c, str) for c in classes) or len(set(classes)) != len(classes):
-        raise SslflowError(
-            f"{name('classes', '.json')}: expected a non-empty list of distinct strings, got {classes!r}"
-        )
-    if len(labels) and (labels.min() < 0 or labels.max() >= len(classes)):
+    if not all(isinstance(c, str) for c in classes) or len(set(classes)) != len(classes):
+        raise SslflowError(f"{name('classes', '.json')}: expected a list of distinct strings, got {classes!r}")
+    if len(labels) and (labels.min() < UNLABELED or labels.max() >= len(classes)):
         got = f"{labels.min()}..{labels.max()}"
-        raise SslflowError(f"{name('labels')}: values must lie in 0..{len(classes) - 1}, got {got}")
+        raise SslflowError(
+            f"{name('labels')}: values must lie in 0..{len(classes) - 1} or be {UNLABELED} (unlabeled), got {got}"
+        )
     if test_mask is not None and (test_mask.dtype != np.bool_ or test_mask.shape != labels.shape):
         got = f"{test_mask.dtype} {test_mask.shape}"
         raise SslflowError(f"{name('test_mask')}: expected bool ({len(labels)},), got {got}")
+
+
+def _check_items(ids, paths, n: int, dir: Path | None) -> None:
+    """ids: n distinct strings; paths: n strings or None."""
+    where = (lambda f: str(dir / f)) if dir else (lambda f: f.removesuffix(".json"))
+    if not (isinstance(ids, list) and len(ids) == n and all(isinstance(i, str) for i in ids)):
+        raise SslflowError(f"{where('ids.json')}: expected a list of {n} item ids (strings)")
+    if len(set(ids)) != n:
+        repeated = next(i for i, count in Counter(ids).items() if count > 1)
+        raise SslflowError(f"{where('ids.json')}: item id {repeated!r} is given more than once")
+    if not (isinstance(paths, list) and len(paths) == n and all(p is None or isinstance(p, str) for p in paths)):
+        raise SslflowError(f"{where('paths.json')}: expected a list of {n} file paths or nulls")
+
+
+def labeled_part(labels: np.ndarray) -> np.ndarray:
+    """The labels of the labeled items (those not UNLABELED), in order."""
+    return labels[labels != UNLABELED]
 
 
 def require_two_classes(labels: np.ndarray, classes: list[str], where: str, fix: str) -> None:
@@ -76,6 +100,23 @@ def require_two_classes(labels: np.ndarray, classes: list[str], where: str, fix:
         raise SslflowError(f"{where}: {found} has examples; classification needs at least two classes: {fix}")
 
 
+def _full_manifest(given: dict, shape: tuple, labels: np.ndarray, classes: list[str], test_mask) -> dict:
+    """`given` with what the arrays say (all but sha256)."""
+    labeled = labeled_part(labels)
+    counts = np.bincount(labeled, minlength=len(classes))
+    return {
+        **{k: given[k] for k in MANIFEST_GIVEN},
+        **{k: given[k] for k in MANIFEST_OPTIONAL if k in given},
+        "count": len(labels),
+        "labeled_count": len(labeled),
+        "unlabeled_count": len(labels) - len(labeled),
+        "unlabeled": list(given.get("unlabeled", [])),
+        "class_counts": {c: int(n) for c, n in zip(classes, counts, strict=True)},
+        "shape": list(shape[1:]),
+        "test_count": None if test_mask is None else int(test_mask.sum()),
+    }
+
+
 def write_raw(
     dir: Path,
     images: np.ndarray,
@@ -83,40 +124,43 @@ def write_raw(
     classes: list[str],
     manifest: dict,
     test_mask: np.ndarray | None = None,
+    *,
+    ids: list[str] | None = None,
+    paths: list[str | None] | None = None,
 ) -> dict:
     """Validate, then write the raw form atomically file by file; returns the full manifest.
 
-    `manifest` gives source, inputs, license and skipped (and maybe class_names); count, class_counts, shape,
-    test_count and sha256 are derived here from the arrays, so they cannot disagree with them.
+    `manifest` gives source, inputs, license and skipped (and maybe class_names and unlabeled: one entry per
+    fetch.unlabeled source); count, labeled_count, unlabeled_count, class_counts (of the labeled items), shape,
+    test_count and sha256 are derived here from the arrays, so they cannot disagree with them. `ids` default to
+    "<source>#<row>", `paths` to null.
     """
     dir = Path(dir)
     missing = [k for k in MANIFEST_GIVEN if k not in manifest]
     if missing:
         raise SslflowError(f"manifest is missing {missing}")
+    ids = [f"{manifest['source']}#{row}" for row in range(len(labels))] if ids is None else list(ids)
+    paths = [None] * len(labels) if paths is None else list(paths)
     _check(images, labels, classes, test_mask, None)
+    _check_items(ids, paths, len(labels), None)
     if len(labels) == 0:
         raise SslflowError("no images to write: the dataset is empty")
-    fix = "add images of another class"
-    if manifest["source"] == "imagefolder":
-        fix += " (imagefolder: one subdirectory of fetch.path per class)"
-    require_two_classes(labels, classes, f"fetch.source {manifest['source']!r}", fix)
+    if manifest["source"] != NO_LABELED_SOURCE:
+        fix = "add images of another class"
+        if manifest["source"] == "imagefolder":
+            fix += " (imagefolder: one subdirectory of fetch.path per class)"
+        require_two_classes(labeled_part(labels), classes, f"fetch.source {manifest['source']!r}", fix)
 
     image_bytes, label_bytes = npy_bytes(images), npy_bytes(labels)
-    counts = np.bincount(labels, minlength=len(classes))
-    full = {
-        **{k: manifest[k] for k in MANIFEST_GIVEN},
-        **{k: manifest[k] for k in MANIFEST_OPTIONAL if k in manifest},
-        "count": len(labels),
-        "class_counts": {c: int(n) for c, n in zip(classes, counts, strict=True)},
-        "shape": list(images.shape[1:]),
-        "test_count": None if test_mask is None else int(test_mask.sum()),
-        "sha256": hashlib.sha256(image_bytes + label_bytes).hexdigest(),
-    }
+    full = _full_manifest(manifest, images.shape, labels, classes, test_mask)
+    full["sha256"] = hashlib.sha256(image_bytes + label_bytes).hexdigest()
     mask_bytes = None if test_mask is None else npy_bytes(test_mask)
 
     write_npy(dir / "images.npy", image_bytes)
     write_npy(dir / "labels.npy", label_bytes)
     write_json(dir / "classes.json", list(classes))
+    write_json(dir / "ids.json", ids)
+    write_json(dir / "paths.json", paths)
     if mask_bytes is None:
         (dir / "test_mask.npy").unlink(missing_ok=True)  # a mask left by an earlier source would be wrong
     else:
@@ -161,7 +205,11 @@ def read_raw(dir: Path) -> RawData:
         raise SslflowError(
             f"{dir / 'manifest.json'}: sha256 does not match images.npy + labels.npy; rerun fetch"
         )
-    require_two_classes(labels, classes, str(dir / "labels.npy"), "rerun fetch on data with at least two classes")
+    if manifest.get("source") != NO_LABELED_SOURCE:
+        fix = "rerun fetch on data with at least two classes"
+        require_two_classes(labeled_part(labels), classes, str(dir / "labels.npy"), fix)
     if (None if test_mask is None else int(test_mask.sum())) != manifest.get("test_count"):
         raise SslflowError(f"{mask_path}: disagrees with test_count in manifest.json; rerun fetch")
-    return RawData(images, labels, classes, manifest, test_mask)
+    ids, paths = _load_json(dir / "ids.json"), _load_json(dir / "paths.json")
+    _check_items(ids, paths, len(labels), dir)
+    return RawData(images, labels, classes, manifest, test_mask, ids, paths)

@@ -1,33 +1,40 @@
 """Seeded, stratified train/val/test splits of the raw form, and the labelled budget drawn from train.
 
-The test split is fixed (the source's official one when it has one) and never seen by training. The
-pretraining pool is train + val images without labels; the budget is drawn later, inside finetune, so
-changing it does not rerun preprocess.
+The test split is fixed (the source's official one when it has one) and never seen by training. Only labeled
+items are split; unlabeled ones (label -1) go to the pretraining pool unless their bytes equal a val or test
+image. The pool is train + val + those unlabeled images, without labels; the budget is drawn later, inside
+finetune, so changing it does not rerun preprocess.
 """
 
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from sslflow.atomic import write_json
+from sslflow.atomic import write_json, write_with
 from sslflow.errors import SslflowError
-from sslflow.rawdata import npy_bytes, write_npy
+from sslflow.rawdata import UNLABELED, npy_bytes
 
 SPLITS = ("train", "val", "test")
 
 
+def _no_index() -> np.ndarray:
+    return np.zeros(0, np.int64)
+
+
 @dataclass(frozen=True)
 class Splits:
-    """Sorted indices into the raw arrays; the three are disjoint and cover every example."""
+    """Sorted indices into the raw arrays; all five are disjoint and cover every example."""
 
     train: np.ndarray
     val: np.ndarray
     test: np.ndarray
+    unlabeled: np.ndarray = field(default_factory=_no_index)  # unlabeled items kept for the pool
+    duplicates: np.ndarray = field(default_factory=_no_index)  # unlabeled items equal to a val or test image
 
 
 def _stratified(indices: np.ndarray, labels: np.ndarray, fraction: float, seed: int, key: str):
@@ -85,35 +92,81 @@ def split_indices(
     return splits
 
 
+def split_items(
+    images: np.ndarray,
+    labels: np.ndarray,
+    classes: Sequence[str],
+    *,
+    test_fraction: float,
+    val_fraction: float,
+    seed: int,
+    test_mask: np.ndarray | None = None,
+) -> Splits:
+    """The labeled items (label >= 0) split by split_indices, exactly as if they were all there is (none: three
+    empty splits); the unlabeled ones kept for the pool unless their bytes equal a val or test image, so no
+    evaluation image is pretrained on. images: (N, C, H, W), labels: (N,) with -1 = unlabeled."""
+    labeled = np.flatnonzero(labels != UNLABELED)
+    if len(labeled):
+        within = split_indices(
+            labels[labeled], classes, test_fraction=test_fraction, val_fraction=val_fraction, seed=seed,
+            test_mask=None if test_mask is None else test_mask[labeled],
+        )
+        train, val, test = labeled[within.train], labeled[within.val], labeled[within.test]
+    else:
+        train, val, test = _no_index(), _no_index(), _no_index()
+    unlabeled = np.flatnonzero(labels == UNLABELED)
+    held_out = {_digest(images[i]) for i in np.concatenate([val, test])}
+    copied = np.array([_digest(images[i]) in held_out for i in unlabeled], bool)
+    return Splits(train, val, test, unlabeled=unlabeled[~copied], duplicates=unlabeled[copied])
+
+
+def _digest(image: np.ndarray) -> bytes:
+    return hashlib.sha256(np.ascontiguousarray(image).tobytes()).digest()
+
+
 def _class_counts(labels: np.ndarray, classes: Sequence[str]) -> dict[str, int]:
     return dict(zip(classes, np.bincount(labels, minlength=len(classes)).tolist(), strict=True))
 
 
 def write_prepared(
-    dir: Path, images: np.ndarray, labels: np.ndarray, classes: Sequence[str], splits: Splits
+    dir: Path,
+    images: np.ndarray,
+    labels: np.ndarray,
+    classes: Sequence[str],
+    splits: Splits,
+    *,
+    ids: Sequence[str],
+    paths: Sequence[str | None],
 ) -> dict:
-    """Write the split arrays, the unlabelled pool (train + val images), classes.json, then split.json."""
+    """Write the split arrays, the unlabelled pool (train + val + kept unlabeled images), their item ids and
+    paths (ids.json, paths.json: {split: [...]} with pool too), classes.json, then split.json."""
     dir = Path(dir)
     arrays = {}
     for split in SPLITS:
         idx = getattr(splits, split)
         arrays[f"{split}_images.npy"] = images[idx]  # (n, C, H, W) uint8
         arrays[f"{split}_labels.npy"] = labels[idx]  # (n,) int64
-    arrays["pool_images.npy"] = np.concatenate([arrays["train_images.npy"], arrays["val_images.npy"]])
+    pool = np.concatenate([splits.train, splits.val, splits.unlabeled])
+    arrays["pool_images.npy"] = images[pool]
+
+    parts = {split: getattr(splits, split) for split in SPLITS} | {"pool": pool}
+    files = {name: npy_bytes(array) for name, array in arrays.items()}
+    for name, per_item in (("ids.json", ids), ("paths.json", paths)):
+        listed = {part: [per_item[i] for i in idx] for part, idx in parts.items()}
+        files[name] = (json.dumps(listed, indent=2) + "\n").encode()
 
     hashes = {}
     all_files = hashlib.sha256()
-    for name in sorted(arrays):
-        data = npy_bytes(arrays[name])
-        hashes[name] = hashlib.sha256(data).hexdigest()
+    for name in sorted(files):
+        hashes[name] = hashlib.sha256(files[name]).hexdigest()
         # Names go into the hash too, so moving bytes between files changes it.
-        all_files.update(name.encode() + b"\0" + data)
-        write_npy(dir / name, data)
+        all_files.update(name.encode() + b"\0" + files[name])
+        write_with(dir / name, lambda tmp, data=files[name]: tmp.write_bytes(data))
     write_json(dir / "classes.json", list(classes))
 
     info = {
         "counts": {split: len(getattr(splits, split)) for split in SPLITS}
-        | {"pool": len(arrays["pool_images.npy"])},
+        | {"pool": len(pool), "unlabeled": len(splits.unlabeled), "unlabeled_duplicates": len(splits.duplicates)},
         "class_counts": {split: _class_counts(labels[getattr(splits, split)], classes) for split in SPLITS},
         "sha256": hashes,
         "data_hash": all_files.hexdigest(),

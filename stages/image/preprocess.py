@@ -1,10 +1,10 @@
-"""Split data/raw into fixed train/val/test sets and the unlabelled pool in data/prepared."""
+"""Split data/raw into fixed train/val/test sets of the labeled images and the unlabelled pool in data/prepared."""
 
 from sslflow.cli import run
 from sslflow.config import Base, Preprocess, load
 from sslflow.paths import Layout
 from sslflow.rawdata import read_raw
-from sslflow.splits import split_indices, write_prepared
+from sslflow.splits import split_items, write_prepared
 from sslflow.tracking import record_data_stage
 
 
@@ -13,7 +13,8 @@ def main() -> None:
     cfg = load(layout.params, "preprocess", Preprocess)
     base = load(layout.params, "base", Base)  # validated before anything is written
     raw = read_raw(layout.raw)
-    splits = split_indices(
+    splits = split_items(
+        raw.images,
         raw.labels,
         raw.classes,
         test_fraction=cfg.test_fraction,
@@ -21,7 +22,7 @@ def main() -> None:
         seed=cfg.split_seed,
         test_mask=raw.test_mask,
     )
-    info = write_prepared(layout.prepared, raw.images, raw.labels, raw.classes, splits)
+    info = write_prepared(layout.prepared, raw.images, raw.labels, raw.classes, splits, ids=raw.ids, paths=raw.paths)
     n = info["counts"]
     record_data_stage(
         "preprocess", run_name="image/preprocess", experiment=base.experiment, params=cfg.model_dump(),
@@ -31,6 +32,7 @@ def main() -> None:
     test_from = "official test split" if raw.test_mask is not None else f"test_fraction={cfg.test_fraction}"
     print(
         f"preprocess: train {n['train']} / val {n['val']} / test {n['test']} ({test_from}), "
+        f"unlabeled {n['unlabeled']} ({n['unlabeled_duplicates']} dropped as copies of val/test images), "
         f"pool {n['pool']} -> {layout.prepared}, data_hash {info['data_hash'][:12]}"
     )
 

@@ -4,7 +4,8 @@
 
 By default it writes the pipeline's paths; the label-efficiency sweep passes a method and a directory that
 gets everything instead (encoder/, pretrain.json, checkpoints/). Beside the encoder, pretext.png shows what the
-method trains on (SimCLR's views) or rebuilds (reconstructions), on validation images.
+method trains on (SimCLR's views) or rebuilds (reconstructions), on validation images (pool images when there is
+no labeled val image, fetch.source none; the kNN monitor is skipped then).
 """
 
 import argparse
@@ -54,14 +55,18 @@ def main() -> None:
         return methods.augmenting(step, method.batch_views) if views_on_device else step
 
     def monitor(model: torch.nn.Module) -> dict[str, float]:
+        if len(val_y) == 0:  # no labeled image yet: nothing to score the embedding with
+            return {}
         embeddings = apply(method.encoder(), val_x, runtime)
         return {"monitor/val_knn_acc": knn_accuracy(embeddings, val_y, cfg.knn_k, base.seed)}
 
     def save(summary: dict, tracker) -> None:
         save_encoder(method.encoder(), method.encoder_config, encoder_dir)
         write_json(summary_path, summary)
-        rows = method.show(torch.from_numpy(val_x[np.linspace(0, len(val_x) - 1, 8).astype(int)]))  # across classes
-        title = f"{cfg.method}, validation images"
+        shown, what = (val_x, "validation") if len(val_x) else (pool, "pool")
+        picked = np.stack([shown[i] for i in np.linspace(0, len(shown) - 1, 8).astype(int)])  # across classes
+        rows = method.show(torch.from_numpy(picked))
+        title = f"{cfg.method}, {what} images"
         pictures.image_rows({k: v.numpy() for k, v in rows.items()}, encoder_dir / "pretext.png", title)
         tracker.log_artifact(encoder_dir, "encoder")
 
@@ -73,8 +78,9 @@ def main() -> None:
         tags={"sslflow.augment_on": "device" if views_on_device else "loader"},
     )
     if summary is not None:
-        knn = summary["monitor/val_knn_acc"]
-        print(f"pretrain ({cfg.method}): encoder -> {encoder_dir}, val kNN accuracy {knn:.3f}")
+        knn = summary.get("monitor/val_knn_acc")
+        scored = "no labeled val images: kNN monitor skipped" if knn is None else f"val kNN accuracy {knn:.3f}"
+        print(f"pretrain ({cfg.method}): encoder -> {encoder_dir}, {scored}")
 
 
 if __name__ == "__main__":

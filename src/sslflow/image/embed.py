@@ -15,7 +15,8 @@ def apply(model: torch.nn.Module, images: np.ndarray, runtime: Runtime, batch_si
     norm = normalize()
     out = []
     for i in range(0, len(images), batch_size):
-        x = norm(torch.from_numpy(np.asarray(images[i : i + batch_size]))).to(runtime.device)
+        batch = np.array(images[i : i + batch_size])  # a copy: a memmap's slice is read-only
+        x = norm(torch.from_numpy(batch)).to(runtime.device)
         with runtime.autocast():
             out.append(model(x).float().cpu())
     model.train(was_training)

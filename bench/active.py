@@ -1,14 +1,18 @@
 """Benchmark of the labeling loop on MNIST-5k (not a test): rounds of select -> label -> fine-tune, with the
 training split's hidden labels as the oracle that answers.
 
-    python bench/active.py [--budgets 10 20 50 100] [--seeds 0 1 2] [--strategies ...] [--out bench/active]
+    python bench/active.py [--budgets 10 20 50 100] [--measure 20 50] [--method supervised] [--seeds 0 1 2]
+                           [--strategies ...] [--out bench/active]
 
 Reads the default pipeline's outputs (data/prepared, models/encoder: run `dvc repro` first) and params.yaml's
 `finetune` and `select` sections. Per strategy and seed, the labeled set grows through the budgets; at each the
 pretrained encoder is fine-tuned with `finetune.method` on exactly those labels (the pipeline's ssl model), and
-scored on val (to choose defaults) and test. `oracle` is the pipeline's per-class draw (budget / classes per class),
-which needs every label and so is a reference, not a strategy. margin and badge start from typical until two
-classes are labeled, as the select stage does. Writes <out>.json, <out>.md and <out>.png.
+scored on val (to choose defaults) and test. Selection needs no fine-tuned model (margin and badge use a probe
+on the embedding, as the select stage does), so `--measure` can fine-tune at some budgets only; `--method`
+replaces finetune.method (a cheaper method makes the whole grid affordable on a CPU). `oracle` is the pipeline's
+per-class draw (budget / classes per class), which needs every label: a reference, not a strategy. margin and
+badge start from typical until two classes are labeled, as the select stage does.
+Writes <out>.json, <out>.md and <out>.png.
 """
 
 import argparse
@@ -72,12 +76,17 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--budgets", type=int, nargs="+", default=[10, 20, 50, 100])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--measure", type=int, nargs="+", help="budgets to fine-tune at (default: every budget)")
+    ap.add_argument("--method", choices=["supervised", "self-training", "fixmatch", "distill"])
     ap.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
     ap.add_argument("--out", default="bench/active")
     args = ap.parse_args()
     params = REPO / "params.yaml"
     base = config.load(params, "base", config.Base)
     cfg = config.load(params, "finetune", config.Finetune)
+    if args.method:
+        cfg = cfg.model_copy(update={"method": args.method})
+    measure = set(args.measure or args.budgets)
     sel = config.load(params, "select", config.Select)
     runtime = resolve(base)
     prepared = REPO / "data" / "prepared"
@@ -96,6 +105,8 @@ def main() -> None:
             for budget in args.budgets:
                 start = time.perf_counter()
                 labeled = grow(strategy, labeled, budget, embeddings, train_y, num_classes, sel, seed)
+                if budget not in measure:
+                    continue
                 model = fine_tune(load_encoder(REPO / "models" / "encoder")[0], enc_cfg, train_x[labeled],
                                   train_y[labeled], pool, num_classes, cfg, base, runtime, seed)
                 scores = {
@@ -106,13 +117,14 @@ def main() -> None:
                              "classes_covered": int(len(np.unique(train_y[labeled]))), **scores,
                              "seconds": round(time.perf_counter() - start, 1)})
                 print(json.dumps(rows[-1]), flush=True)
-    write(Path(args.out), rows, args, cfg)
+        write(Path(args.out), rows, args, cfg)  # after each strategy: a cut-short run keeps what it measured
 
 
 def write(out: Path, rows: list[dict], args, cfg) -> None:
     summary = {}
-    for strategy in args.strategies:
-        for budget in args.budgets:
+    done = [s for s in args.strategies if any(r["strategy"] == s for r in rows)]
+    for strategy in done:
+        for budget in sorted(set(args.measure or args.budgets)):
             cell = [r for r in rows if r["strategy"] == strategy and r["budget"] == budget]
             if cell:
                 summary[f"{strategy}/{budget}"] = {
@@ -120,42 +132,44 @@ def write(out: Path, rows: list[dict], args, cfg) -> None:
                     for k in ("val", "test", "classes_covered")
                 }
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"method": cfg.method, "seeds": args.seeds, "budgets": args.budgets, "threads": torch.get_num_threads()}
+    meta = {"method": cfg.method, "seeds": args.seeds, "rounds": args.budgets, "measured": args.measure or args.budgets,
+            "threads": torch.get_num_threads()}
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "summary": summary, "runs": rows}, indent=2) + "\n")
+    budgets = sorted(set(args.measure or args.budgets))
     lines = [
         f"MNIST-5k, labels chosen per round then fine-tuned with finetune.method={cfg.method}; macro-F1 mean ± std "
         f"over seeds {args.seeds} (`python bench/active.py`). oracle = k per class, which needs every label.", "",
-        "| strategy | " + " | ".join(f"{b} labels: val" + " | test" for b in args.budgets) + " |",
-        "|---|" + "---|---|" * len(args.budgets),
+        "| strategy | " + " | ".join(f"{b} labels: val" + " | test" for b in budgets) + " |",
+        "|---|" + "---|---|" * len(budgets),
     ]
-    for strategy in args.strategies:
+    for strategy in done:
         cells = []
-        for b in args.budgets:
+        for b in budgets:
             s = summary.get(f"{strategy}/{b}")
             cells += [f"{s['val'][0]:.3f} ± {s['val'][1]:.3f}", f"{s['test'][0]:.3f} ± {s['test'][1]:.3f}"] if s \
                 else ["", ""]
         lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    plot(out.with_suffix(".png"), summary, args)
+    plot(out.with_suffix(".png"), summary, done, budgets, cfg.method)
 
 
-def plot(path: Path, summary: dict, args) -> None:
+def plot(path: Path, summary: dict, strategies: list[str], budgets: list[int], method: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for strategy in args.strategies:
-        pts = [(b, *summary[f"{strategy}/{b}"]["test"]) for b in args.budgets if f"{strategy}/{b}" in summary]
+    for strategy in strategies:
+        pts = [(b, *summary[f"{strategy}/{b}"]["test"]) for b in budgets if f"{strategy}/{b}" in summary]
         b, m, s = map(np.array, zip(*pts, strict=True))
         style = "--" if strategy == "oracle" else "-"
         ax.errorbar(b, m, yerr=s, marker="o", capsize=3, label=strategy, linestyle=style)
     ax.set_xscale("log")
-    ax.set_xticks(args.budgets, [str(b) for b in args.budgets])
+    ax.set_xticks(budgets, [str(b) for b in budgets])
     ax.set_xlabel("labels")
     ax.set_ylabel("test macro-F1")
-    ax.set_title("MNIST-5k: label efficiency of each selection strategy")
+    ax.set_title(f"MNIST-5k: labels chosen by each strategy, then {method}")
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()

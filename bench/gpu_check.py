@@ -108,7 +108,8 @@ def cuda_tests() -> dict:
 
 
 def image_pipeline(project: Project, reference: dict | None) -> dict:
-    times = {name: project.stage("image", name) for name in ("fetch", "preprocess", "label", "pretrain", "finetune", "evaluate")}
+    stages = ("fetch", "preprocess", "label", "pretrain", "finetune", "evaluate")
+    times = {name: project.stage("image", name) for name in stages}
     metrics = read_metrics(project.path / "reports")
     f1 = {model: round(m["macro_f1"], 4) for model, m in metrics.items() if model != "lift"}
     out = {

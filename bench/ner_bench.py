@@ -46,7 +46,7 @@ def run(args) -> None:
     times: dict[str, list[float]] = {}
     if not (project / "reports" / "pretrain.json").is_file():
         project.mkdir(parents=True, exist_ok=True)
-        for name in ("fetch", "preprocess", "pretrain"):
+        for name in ("fetch", "preprocess", "label", "pretrain"):
             stage(name, project, params, times)
     pretrain = json.loads((project / "reports" / "pretrain.json").read_text())
     for fit in args.fit:

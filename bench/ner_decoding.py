@@ -92,7 +92,7 @@ def main() -> None:
     if args.pretrain_steps:
         params["text"]["pretrain"]["max_steps"] = args.pretrain_steps
     times: dict[str, list[float]] = {}
-    for name in ("fetch", "preprocess", "pretrain"):
+    for name in ("fetch", "preprocess", "label", "pretrain"):
         stage(name, project, params, times)
 
     scores: dict[str, dict[str, list[float]]] = {}

@@ -60,7 +60,7 @@ def sweep(project: Path, params: dict, budgets: list[int], seeds: int, score: st
 def track(project: Path, params: dict, budgets: list[int], seeds: int, score: str) -> dict:
     project.mkdir(parents=True)
     times: dict[str, list[float]] = {}
-    for name in ("fetch", "preprocess", "pretrain"):
+    for name in ("fetch", "preprocess", "label", "pretrain"):
         stage(name, project, params, times)
     pretrain = json.loads((project / "reports" / "pretrain.json").read_text())
     scores = sweep(project, params, budgets, seeds, score, times)

@@ -1,7 +1,8 @@
 """Rewrite the code deps of every stage in dvc.yaml and text/dvc.yaml from the stage script's import closure.
 
 A stage's code deps are its script and the project modules it imports, transitively (read from the source, no
-import runs); tests/test_dvc_deps.py checks the same. Other deps (data, lineage files) and comments are kept.
+import runs); tests/test_dvc_deps.py checks the same. A folder already listed stays a folder (the stage must
+import every module in it). Other deps (data, lineage files) and comments are kept.
 Run it after changing imports:  python scripts/write_deps.py
 """
 
@@ -71,8 +72,12 @@ def rewrite(pipeline: str) -> None:
         written.add(stage)
         script = (folder / shlex.split(spec[stage]["cmd"])[1]).resolve()
         files = [str(p.relative_to(REPO)) for p in code_of(script)]
-        files = sorted(files + READ_AS_DATA.get(str(script.relative_to(REPO)), []),
-                       key=lambda f: (not f.startswith("stages/"), f))
+        files += READ_AS_DATA.get(str(script.relative_to(REPO)), [])
+        # A folder listed as a dep stays one (new modules in it need no dvc.yaml edit): its files are not listed.
+        dirs = [str((folder / d).resolve().relative_to(REPO)) for d in spec[stage]["deps"]
+                if CODE_DEP.match(f"  - {d}") and (folder / d).is_dir()]
+        files = [f for f in files if not any(f.startswith(d + "/") for d in dirs)] + dirs
+        files = sorted(files, key=lambda f: (not f.startswith("stages/"), f))
         out += [f"{match.group(1)}- {Path('..') / f if folder != REPO else f}" for f in files]
     file.write_text("\n".join(out) + "\n")
 

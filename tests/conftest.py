@@ -42,6 +42,10 @@ def make_project(path: Path, overrides: dict | None = None, *, dvc: bool = False
     shutil.copytree(REPO / "stages", path / "stages", ignore=shutil.ignore_patterns("__pycache__"))
     for pipeline in ("dvc.yaml", "text/dvc.yaml"):
         shutil.copy(REPO / pipeline, path / pipeline)
+    (path / "labels").mkdir(exist_ok=True)  # fetch.labels' folder, as a clone has it (its .gitkeep)
+    shutil.copy(REPO / "labels" / ".gitkeep", path / "labels" / ".gitkeep")
+    (path / "text" / "labels").mkdir(exist_ok=True)  # text.fetch.labels' folder, likewise
+    shutil.copy(REPO / "text" / "labels" / ".gitkeep", path / "text" / "labels" / ".gitkeep")
     params = merge(merge(yaml.safe_load((REPO / "params.yaml").read_text()), TINY), overrides or {})
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     if dvc:  # dvc.yaml lists library files as deps (and text/pretrained, kept by a .gitkeep): the same tree

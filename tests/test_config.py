@@ -33,7 +33,7 @@ def test_repo_params_are_valid():
         ({"pretrain": {"optim": {"lr": "fast"}}}, "pretrain", config.Pretrain, "pretrain.optim.lr"),
         ({"fetch": {"source": "mnist-from-mars"}}, "fetch", config.Fetch, "fetch.source"),
         ({"base": {"seed": 1.5}}, "base", config.Base, "base.seed"),
-        ({"finetune": {"labels_per_class": 5, "label_fraction": 0.1}}, "finetune", config.Finetune, "exactly one"),
+        ({"finetune": {"labels_per_class": 5, "label_fraction": 0.1}}, "finetune", config.Finetune, "at most one"),
         ({"registry": {"model_names": {"audio": "x"}}}, "registry", config.Registry, "registry.model_names.audio"),
         ({"registry": {"model_names": {"image": ""}}}, "registry", config.Registry, "registry.model_names.image"),
         ({"text": {"task": "token-classification", "finetune": {"method": "fixmatch"}}}, "text", Text,

@@ -247,10 +247,10 @@ def test_two_process_mlm_pretrain_and_text_finetune_write_the_single_process_lay
     overrides = merge(TEXT_TINY, {"base": {"num_workers": 0}, "text": {"fetch": {"source": "csv", "path": "docs.csv"}}})
     single = make_project(tmp_path / "single", overrides)
     tiny_documents(single / "docs.csv")
-    for stage in ("fetch", "preprocess"):
+    for stage in ("fetch", "preprocess", "label"):
         run_stage(single, stage, "text")
     ddp = make_project(tmp_path / "ddp", merge(overrides, {"base": {"nproc_per_node": 2}}))
-    for done in ("data", "reports"):  # what fetch and preprocess left
+    for done in ("data", "reports"):  # what fetch, preprocess and label left
         shutil.copytree(single / done, ddp / done)
     for stage in ("pretrain", "finetune"):
         run_stage(single, stage, "text")

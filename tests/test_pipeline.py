@@ -27,7 +27,9 @@ def test_dvc_repro_end_to_end(tmp_path):
     _sh(project, "dvc", "init", "-q")
     first = _sh(project, "dvc", "repro")
     ran = _ran(first.stdout)
-    assert set(ran) == {"check", "fetch", "preprocess", "label", "pretrain", "finetune", "evaluate", "promote", "select"}
+    assert set(ran) == {
+        "check", "fetch", "preprocess", "label", "pretrain", "finetune", "evaluate", "promote", "select"
+    }
     assert ran[:3] == ["check", "fetch", "preprocess"] and ran.index("label") < ran.index("finetune")
     assert ran.index("pretrain") < ran.index("finetune") < ran.index("evaluate") < ran.index("promote")
     assert _ran(_sh(project, "dvc", "repro").stdout) == []

@@ -144,12 +144,12 @@ def test_fixmatch_stages_report_both_models_per_init_and_the_lifts(fixmatch_proj
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    """fetch and preprocess of the tiny documents: what the bad-input cases start from."""
+    """fetch, preprocess and label of the tiny documents: what the bad-input cases start from."""
     project = tmp_path_factory.mktemp("prepared")
     tiny_documents(project / "docs.csv")
     write_params(project, fetch={"source": "csv", "path": "docs.csv"})
     with pytest.MonkeyPatch.context() as mp:
-        assert [run_stage(stage, project, mp) for stage in STAGES[:2]] == [0, 0]
+        assert [run_stage(stage, project, mp) for stage in STAGES[:3]] == [0, 0, 0]
     return project
 
 
@@ -176,7 +176,8 @@ def test_bad_fixmatch_input_fails_cleanly_before_writing(prepared, tmp_path, mon
     shutil.copytree(prepared / "data", project / "data")
     write_params(project, fetch={"source": "csv", "path": "docs.csv"}, **text)
     if case == "empty pool":
-        (project / "data/prepared/train.jsonl").write_text("")
+        for name in ("train.jsonl", "unlabeled.jsonl"):  # the pool: the train documents and the unlabeled corpus
+            (project / "data/prepared" / name).write_text("")
     before = file_hashes(project)
 
     assert run_stage("finetune", project, monkeypatch) == 2

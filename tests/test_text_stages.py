@@ -18,7 +18,9 @@ from sslflow.text.config import TextFinetune
 
 REPO = Path(__file__).resolve().parents[1]
 WIKIGOLD = REPO.parent / "shared" / "data" / "wikigold" / "wikigold.conll.txt"
-STAGES = ("fetch", "preprocess", "pretrain", "finetune", "evaluate")
+STAGES = ("fetch", "preprocess", "label", "pretrain", "finetune", "evaluate")
+UPSTREAM = {"preprocess": "fetch", "label": "preprocess", "pretrain": "preprocess", "finetune": "pretrain",
+            "evaluate": "finetune"}
 TOPICS = {
     "sport": "match goal team coach league",
     "money": "bank shares profit market price",
@@ -140,7 +142,7 @@ def test_documents_pipeline_outputs(documents_project):
     mlflow.set_tracking_uri(f"sqlite:///{p / 'mlflow.db'}")
     runs = {row["tags.sslflow.stage"]: row for _, row in mlflow.search_runs(search_all_experiments=True).iterrows()}
     assert set(runs) == set(STAGES)
-    for stage, upstream in zip(STAGES[1:], STAGES, strict=False):  # one lineage: fetch -> preprocess -> ... -> evaluate
+    for stage, upstream in UPSTREAM.items():  # one lineage: fetch -> preprocess -> (label, pretrain) -> ... -> evaluate
         assert runs[stage]["tags.sslflow.upstream_run_id"] == runs[upstream]["run_id"]
     assert runs["fetch"]["params.fetch.source"] == "csv" and runs["fetch"]["metrics.count"] == 36
     assert runs["preprocess"]["tags.sslflow.data_hash"] == split["data_hash"]
@@ -318,8 +320,12 @@ def test_dvc_repro_text_end_to_end(tmp_path):
             args, cwd=project, env=env_for(project), capture_output=True, text=True, timeout=900, check=False
         )
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    ran = [line.split("'")[1] for line in proc.stdout.splitlines() if line.startswith("Running stage")]
-    assert ran[:6] == [f"text/dvc.yaml:{stage}" for stage in ("check", *STAGES)]
+    ran = [line.split("'")[1].removeprefix("text/dvc.yaml:") for line in proc.stdout.splitlines()
+           if line.startswith("Running stage")]
+    assert set(ran) == {"check", *STAGES, "promote", "select"}
+    for stage, upstream in UPSTREAM.items():
+        assert ran.index(upstream) < ran.index(stage)
+    assert ran.index("label") < ran.index("finetune") and ran.index("pretrain") < ran.index("select")
     metrics = read_metrics(project / "text/reports")
     assert {"ssl", "scratch", "classical", "lift"} <= set(metrics)
     # The image pipeline beside it, then both: each track keeps its own lock, so neither reruns the other.

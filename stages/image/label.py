@@ -6,7 +6,8 @@ evaluate, promote and select, never fetch, preprocess or pretrain.
 
 from sslflow.cli import run
 from sslflow.config import Base, Fetch, Preprocess, load
-from sslflow.image.labeled import build_labeled, read_label_files
+from sslflow.image.labeled import build_labeled
+from sslflow.labelfiles import read_label_files
 from sslflow.paths import Layout
 from sslflow.tracking import record_data_stage
 
@@ -16,7 +17,7 @@ def main() -> None:
     fetch = load(layout.params, "fetch", Fetch)
     split = load(layout.params, "preprocess", Preprocess)
     base = load(layout.params, "base", Base)  # validated before anything is written
-    found = read_label_files(fetch.labels, layout.project / "labels")
+    found = read_label_files(fetch.labels, layout.project / "labels", key="fetch.labels")
     info = build_labeled(
         layout.prepared, layout.labeled, found, test_fraction=split.test_fraction, val_fraction=split.val_fraction,
         seed=split.split_seed,

@@ -1,6 +1,7 @@
 """evaluate: score every fine-tuned model (ssl, scratch, and with a pool method their *-supervised starting
 points) and the classical baseline on the test split; write reports, DVC metrics and plots; log the ssl
-model with its tokenizer (it predicts from raw strings) and register it."""
+model with its tokenizer (it predicts from raw strings) and register it. The test split is data/labeled's: the
+source's test texts and those people labeled into it."""
 
 from sslflow import publish
 from sslflow.cli import run
@@ -26,8 +27,9 @@ def main() -> None:
     cfg, task = text.evaluate, TASKS[text.task]
     runtime = resolve(base)
 
-    test = read_jsonl(layout.prepared / "test.jsonl")
-    classes = read_json(layout.prepared / "classes.json")
+    test = read_jsonl(layout.labeled / "test.jsonl")
+    classes = read_json(layout.labeled / "classes.json")
+    labeled_info = read_json(layout.labeled / "labeled.json")
     tokenizer = load_tokenizer(layout.finetuned / "tokenizer.json")
     encoding = read_json(layout.finetuned / "encoding.json")
     probas = {}
@@ -43,7 +45,7 @@ def main() -> None:
         experiment=base.experiment,
         params=cfg.model_dump(),
         upstream="finetune",
-        tags={"sslflow.data_hash": test_hash},
+        tags={"sslflow.data_hash": test_hash, "sslflow.labels_hash": labeled_info["data_hash"]},
         data=(layout.prepared, test_hash, "test"),
     ) as tracker:
         metrics = task.write_reports(test, probas, classes, encoding, layout.reports, cfg.pr_points)
@@ -54,6 +56,9 @@ def main() -> None:
             labeled=read_json(layout.finetuned / "budget.json")["count"],
             log_model=lambda: log_text_classifier(layout.finetuned, "ssl", task.name, task.raw_inputs(test[:2])),
         )
+    people = labeled_info["from_file"]["test"]
+    if people:  # a test set people labeled in a few rounds is small: its scores are rough
+        print(f"evaluate: the test split holds {len(test)} texts, {people} of them labeled in text.fetch.labels")
     print(
         f"evaluate: {score} "
         + ", ".join(f"{n}={metrics[n][score]:.3f}" for n in probas)

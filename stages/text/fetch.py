@@ -34,7 +34,8 @@ def main() -> None:
     manifest = write_raw_text(layout.raw, data.examples, data.classes, provenance, unlabeled)
     record_data_stage(
         "fetch", run_name=f"{text.task}/fetch {cfg.source}", experiment=base.experiment,
-        params={"task": text.task, **cfg.model_dump()}, upstream=None, tags={"sslflow.raw_sha256": manifest["sha256"]},
+        params={"task": text.task, **cfg.model_dump(exclude={"labels"})},  # text.fetch.labels is the label stage's
+        upstream=None, tags={"sslflow.raw_sha256": manifest["sha256"]},
         data=(layout.raw, manifest["sha256"], "output"), metrics={"count": manifest["count"], **metrics},
         files=[layout.raw / "manifest.json", layout.raw / "classes.json"],
     )

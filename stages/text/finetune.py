@@ -1,11 +1,13 @@
 """finetune: fit the MLM-pretrained encoder ("ssl"), the same architecture from random init ("scratch")
-and a classical baseline on the same labeled budget, drawn here from the train split. With
-`text.finetune.method: fixmatch`, ssl and scratch go on to learn from the unlabeled pool (every train
-document's chunks, labels unread) and their supervised starting points are kept too ("ssl-supervised",
-"scratch-supervised"), so evaluate can split what pretraining and the pool each bought. For NER with
-`text.finetune.word_classes` set (the default), ssl is instead the per-word tagger on the classical features plus
-word classes the pretrained encoder learned (sslflow.text.wordclasses). The test split is not read. Under
-torchrun (or base.nproc_per_node > 1) the networks train with DDP; rank 0 writes."""
+and a classical baseline on the same labeled budget, from the train split of data/labeled (the label stage):
+`text.finetune.labels_per_class` / `label_fraction` draw it from every training label (the benchmark's oracle
+draw); with both null it is what people labeled in `text.fetch.labels`. With `text.finetune.method: fixmatch`, ssl
+and scratch go on to learn from the unlabeled pool (the chunks of every train document and of the
+text.fetch.unlabeled corpus, less the texts people labeled into val or test; labels unread) and their supervised
+starting points are kept too ("ssl-supervised", "scratch-supervised"), so evaluate can split what pretraining and
+the pool each bought. For NER with `text.finetune.word_classes` set (the default), ssl is instead the per-word
+tagger on the classical features plus word classes the pretrained encoder learned (sslflow.text.wordclasses). The
+test split is not read. Under torchrun (or base.nproc_per_node > 1) the networks train with DDP; rank 0 writes."""
 
 import hashlib
 import math
@@ -24,13 +26,12 @@ from sslflow.text import baselines
 from sslflow.text.config import Text
 from sslflow.text.corpus import read_json, read_jsonl
 from sslflow.text.finetune import fit_method, fit_steps, unlabeled_pool
+from sslflow.text.labeled import held_out, people_budget, pool_items
 from sslflow.text.models import build_bert, load_encoder, save_classifier
 from sslflow.text.tasks import TASKS
 from sslflow.text.tokenizer import load_tokenizer
 from sslflow.text.views import specials
 from sslflow.tracking import finetune_run_name
-
-SELF_DESCRIBING = ("tokenizer.json", "classes.json")  # copied next to the models, with encoding.json
 
 
 def main() -> None:
@@ -44,16 +45,21 @@ def main() -> None:
     encoding = read_json(layout.prepared / "encoding.json")
     if task.name == "token-classification":  # saved with the models: val, evaluate and serving decode alike
         encoding["decoding"] = cfg.decoding
-    classes = read_json(layout.prepared / "classes.json")
-    train_set = read_jsonl(layout.prepared / "train.jsonl")
-    val_set = read_jsonl(layout.prepared / "val.jsonl")
+    classes = read_json(layout.labeled / "classes.json")
+    train_set = read_jsonl(layout.labeled / "train.jsonl")
+    val_set = read_jsonl(layout.labeled / "val.jsonl")
     pool = None
     if cfg.method == "fixmatch":  # token ids only: the pool's labels are never read
-        pool = unlabeled_pool(tokenizer, train_set, encoding, layout.prepared / "train.jsonl")
-    budget = draw_budget(
-        task.budget_labels(train_set), labels_per_class=cfg.labels_per_class, label_fraction=cfg.label_fraction,
-        seed=cfg.label_seed, classes=task.budget_classes(classes),
-    )
+        _, texts = pool_items(layout.prepared, without=held_out(layout.labeled))
+        pool = unlabeled_pool(tokenizer, texts, encoding, f"(train.jsonl and unlabeled.jsonl in {layout.prepared})")
+    if cfg.labels_per_class is None and cfg.label_fraction is None:
+        from_file = read_json(layout.labeled / "items.json")["train"]["from_file"]
+        budget = people_budget(from_file, task.budget_labels(train_set), classes)
+    else:
+        budget = draw_budget(
+            task.budget_labels(train_set), labels_per_class=cfg.labels_per_class, label_fraction=cfg.label_fraction,
+            seed=cfg.label_seed, classes=task.budget_classes(classes),
+        )
     labeled = [train_set[i] for i in budget]
     arrays = task.training_arrays(tokenizer, labeled, classes, encoding)  # (ids, labels, weights)
     per_epoch = math.ceil(len(arrays[0]) / cfg.batch_size)
@@ -103,14 +109,15 @@ def main() -> None:
         baselines.save(classical, layout.finetuned / "classical.npz")
         scores = task.score(val_set, task.predict_classical(classical, val_set), classes, encoding)
         summary.update({f"classical/{k}": v for k, v in scores.items()})
-        for name in SELF_DESCRIBING:
-            shutil.copyfile(layout.prepared / name, layout.finetuned / name)
+        # the models describe themselves: tokenizer, classes and encoding beside them
+        shutil.copyfile(layout.prepared / "tokenizer.json", layout.finetuned / "tokenizer.json")
+        shutil.copyfile(layout.labeled / "classes.json", layout.finetuned / "classes.json")
         write_json(layout.finetuned / "encoding.json", encoding)
         stage.record_finetuned(
             layout.finetuned, layout.reports, budget=budget, method=cfg.method, models=names, summary=summary,
             tracker=tracker,
         )
-    print("finetune: " + ", ".join(f"{k}={v:.3f}" for k, v in summary.items() if "val_" in k))
+    print(f"finetune: {len(budget)} labels; " + ", ".join(f"{k}={v:.3f}" for k, v in summary.items() if "val_" in k))
 
 
 if __name__ == "__main__":

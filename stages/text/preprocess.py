@@ -1,6 +1,7 @@
 """Split data/raw into fixed train/val/test sets; train a WordPiece tokenizer on the unlabeled pool (the
 train split's text, without labels, then the text.fetch.unlabeled corpus), or take the tokenizer of the
-checkpoint text.pretrain.init_from names, and cut the pool and val text into MLM chunks, in data/prepared."""
+checkpoint text.pretrain.init_from names, and cut the pool and val text into MLM chunks, in data/prepared. Every
+text gets its item id (sslflow.text.corpus); the unlabeled corpus goes to unlabeled.jsonl for finetune and select."""
 
 import json
 from pathlib import Path
@@ -13,7 +14,7 @@ from sslflow.paths import Layout
 from sslflow.rawdata import npy_bytes, require_two_classes
 from sslflow.splits import SPLITS, split_indices
 from sslflow.text.config import Text
-from sslflow.text.corpus import jsonl_bytes, plain_text, read_raw_text, read_unlabeled, write_prepared_files
+from sslflow.text.corpus import jsonl_bytes, plain_text, read_raw_text, read_unlabeled, with_ids, write_prepared_files
 from sslflow.text.encode import pack_chunks
 from sslflow.text.pretrained import files_sha256, load_pretrained
 from sslflow.text.tags import check_seen
@@ -27,6 +28,8 @@ def main() -> None:
     base = load(layout.params, "base", Base)  # validated before anything is written
     cfg = text.preprocess
     examples, classes, manifest = read_raw_text(layout.raw, text.task)
+    examples = with_ids(examples, "texts")
+    unlabeled = with_ids([{"text": t} for t in read_unlabeled(layout.raw, manifest)], "unlabeled")
     documents = text.task == "text-classification"
     # Sentences have no single label to stratify on: one pseudo-class makes the split plain random.
     labels = np.array([e["label"] for e in examples] if documents else [0] * len(examples), dtype=np.int64)
@@ -40,7 +43,7 @@ def main() -> None:
     if not documents:
         check_seen([e["tags"] for e in parts["train"]], [e["tags"] for e in parts["test"]])
 
-    pool = [plain_text(e) for e in parts["train"]] + read_unlabeled(layout.raw, manifest)
+    pool = [plain_text(e) for e in parts["train"] + unlabeled]
     init_from = text.pretrain.init_from
     if init_from is None:
         tokenizer = train_wordpiece(
@@ -58,6 +61,7 @@ def main() -> None:
     files = {f"{s}.jsonl": jsonl_bytes(parts[s]) for s in SPLITS} | {
         f"mlm_{s}.npy": npy_bytes(a) for s, a in mlm.items()
     }
+    files["unlabeled.jsonl"] = jsonl_bytes(unlabeled)
     files["tokenizer.json"] = tokenizer.to_str().encode()
     files["classes.json"] = json.dumps(classes).encode()
     files["encoding.json"] = json.dumps(
@@ -65,6 +69,7 @@ def main() -> None:
     ).encode()
     counts = {s: len(parts[s]) for s in SPLITS} | {
         "pool": len(pool),
+        "unlabeled": len(unlabeled),
         "mlm_train_chunks": len(mlm["train"]),
         "mlm_val_chunks": len(mlm["val"]),
     }

@@ -13,54 +13,16 @@ from its id alone (sslflow.labels.assign_splits), so labels brought back in late
 
 import hashlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from sslflow.atomic import write_json
 from sslflow.errors import SslflowError
-from sslflow.labels import LabelRow, assign_splits, merge_labels, read_label_file
+from sslflow.labelfiles import LabelFiles
+from sslflow.labels import assign_splits, merge_labels
 from sslflow.rawdata import npy_bytes, require_two_classes, write_npy
 from sslflow.splits import SPLITS
-
-LABEL_SUFFIXES = {".csv", ".json"}
-
-
-@dataclass(frozen=True)
-class LabelFiles:
-    rows: list[LabelRow]
-    files: list[dict]  # [{"path", "sha256", "rows"}]
-
-
-def read_label_files(value: str | None, labels_dir: Path) -> LabelFiles:
-    """`fetch.labels`: a file, or a folder whose .csv and .json files are read in name order; it must lie inside
-    `labels_dir`, the folder the label stage depends on, so DVC sees every change to it."""
-    if value is None:
-        return LabelFiles([], [])
-    root = labels_dir.resolve()
-    path = Path(value).expanduser()
-    path = (path if path.is_absolute() else labels_dir.parent / path).resolve()
-    if not path.is_relative_to(root):
-        raise SslflowError(
-            f"fetch.labels: {value!r} is outside {root}; keep label files in that folder (the label stage's DVC "
-            "dependency), so that dvc repro sees new labels"
-        )
-    if path == root and not path.exists():  # the default folder, not made yet: no labels
-        return LabelFiles([], [])
-    if not path.exists():
-        raise SslflowError(f"fetch.labels: not found: {path}")
-    files = (
-        sorted(f for f in path.iterdir() if f.is_file() and f.suffix.lower() in LABEL_SUFFIXES)
-        if path.is_dir() else [path]
-    )
-    rows, read = [], []
-    for f in files:
-        found = read_label_file(f)
-        rows += found
-        read.append({"path": str(f.relative_to(root.parent)), "sha256": hashlib.sha256(f.read_bytes()).hexdigest(),
-                     "rows": len(found)})
-    return LabelFiles(rows, read)
 
 
 def _items(prepared: Path) -> tuple[list[str], list[str | None], np.ndarray, np.ndarray]:

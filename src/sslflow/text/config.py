@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from sslflow.config import Optim, Section, Train
+from sslflow.config import Optim, Section, Select, Train
 
 
 class UnlabeledSource(Section):
@@ -36,6 +36,9 @@ class TextFetch(Section):
     subset: str | None = None  # hf: its configuration name
     split: str = "train"  # hf: which split to read
     unlabeled: list[UnlabeledSource] = []  # extra pretraining text; texts overlapping a labeled one are dropped
+    # labels given by people (text-classification): a CSV (id,label) or a Label Studio JSON export, a file or folder
+    # inside text/labels/; read by the label stage only, so new labels never rerun fetch, preprocess or pretrain
+    labels: str | None = "labels"
 
 
 class TextPreprocess(Section):
@@ -117,8 +120,9 @@ class TextFinetune(Section):
 
     @model_validator(mode="after")
     def _one_budget(self):
-        if (self.labels_per_class is None) == (self.label_fraction is None):
-            raise ValueError("set exactly one of labels_per_class and label_fraction (the other to null)")
+        # both null: the labels of text.fetch.labels that fall in the train split (what people labeled)
+        if self.labels_per_class is not None and self.label_fraction is not None:
+            raise ValueError("set at most one of labels_per_class and label_fraction (null both: text.fetch.labels)")
         return self
 
 
@@ -133,6 +137,7 @@ class Text(Section):
     pretrain: TextPretrain = TextPretrain()
     finetune: TextFinetune = TextFinetune()
     evaluate: TextEvaluate = TextEvaluate()
+    select: Select = Select()  # the pool texts to label next (stages/text/propose.py), as the image track's
 
     @model_validator(mode="after")
     def _ner_is_supervised(self):
@@ -140,5 +145,15 @@ class Text(Section):
             raise ValueError(
                 f"'text.finetune.method' is {self.finetune.method}, but text.task is {self.task}: token "
                 "classification (NER) fine-tunes supervised only"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _ner_budget_is_drawn(self):
+        people = self.finetune.labels_per_class is None and self.finetune.label_fraction is None
+        if people and self.task != "text-classification":
+            raise ValueError(
+                f"'text.finetune.labels_per_class' and 'label_fraction' are null, but text.task is {self.task}: "
+                "labels from text.fetch.labels are read for text-classification only; set labels_per_class"
             )
         return self

@@ -5,8 +5,10 @@
     data/raw/unlabeled.jsonl   {"text"} per line: text.fetch.unlabeled, for the pretraining pool only
     data/raw/manifest.json     provenance and the sha256 of texts.jsonl, written last
 
-data/prepared holds {train,val,test}.jsonl in the same form, the tokenizer and the MLM chunks; its
-split.json (written last) has every file's sha256 and their joint data_hash, as the image track's does.
+data/prepared holds {train,val,test}.jsonl in the same form, each record with its item "id" first, unlabeled.jsonl
+({"id", "text"} per line), the tokenizer and the MLM chunks; its split.json (written last) has every file's sha256
+and their joint data_hash, as the image track's does. An item id names the raw row: `texts#<row of texts.jsonl>`,
+`unlabeled#<row of unlabeled.jsonl>` (0-based), so it stays the same while data/raw does.
 """
 
 import hashlib
@@ -98,6 +100,11 @@ def write_prepared_files(dir: Path, files: dict[str, bytes], info: dict) -> dict
     full = {**info, "sha256": hashes, "data_hash": all_files.hexdigest()}
     write_json(dir / "split.json", full)
     return full
+
+
+def with_ids(records: list[dict], kind: str) -> list[dict]:
+    """Each record with its item id `<kind>#<row>` first; kind "texts" or "unlabeled", the raw file it came from."""
+    return [{"id": f"{kind}#{row}", **record} for row, record in enumerate(records)]
 
 
 def plain_text(example: dict) -> str:

@@ -5,13 +5,13 @@
   the loss and what labels mean.
 - fixmatch (Sohn et al., NeurIPS 2020, https://arxiv.org/abs/2001.07685): continued from the supervised
   model, each step adds pool sequences, pseudo-labeled from a weak view and learned from a strong one
-  (sslflow.text.views). Documents only: the pool is chunk ids, never labels.
+  (sslflow.text.views). Documents only: the pool (train documents and the unlabeled corpus) is chunk ids, never
+  labels.
 """
 
 import copy
 import math
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -95,10 +95,10 @@ def _optimizer(model: torch.nn.Module, optim: Optim, encoder_lr_scale: float) ->
     return build_optimizer(groups, optim)
 
 
-def unlabeled_pool(tokenizer, documents: list[dict], encoding: dict, source: Path) -> np.ndarray:
-    """The unlabeled pool for FixMatch: every document's chunks as token ids (labels unread). `source` names the
-    documents' file in the error when there are none."""
-    pool, _ = chunk_documents(tokenizer, [d["text"] for d in documents], encoding["max_length"], encoding["stride"])
+def unlabeled_pool(tokenizer, texts: list[str], encoding: dict, source: str) -> np.ndarray:
+    """The unlabeled pool for FixMatch: every text's chunks as token ids (M, L); texts only, so no label is read.
+    `source` names where the texts came from in the error when there are none."""
+    pool, _ = chunk_documents(tokenizer, texts, encoding["max_length"], encoding["stride"])
     if len(pool) == 0:
         raise SslflowError(f"params key 'text.finetune.method' is fixmatch, but the unlabeled pool {source} is empty")
     return pool

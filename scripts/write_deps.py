@@ -3,12 +3,13 @@
 A stage's code deps are its script and the project modules it imports, transitively (read from the source, no
 import runs); tests/test_dvc_deps.py checks the same. A folder already listed stays a folder (the stage must
 import every module in it). Other deps (data, lineage files) and comments are kept.
-Run it after changing imports:  python scripts/write_deps.py
+Run it after changing imports:  python scripts/write_deps.py     (--check: only say whether one would change)
 """
 
 import ast
 import re
 import shlex
+import sys
 from pathlib import Path
 
 import yaml
@@ -54,7 +55,8 @@ def code_of(script: Path) -> list[Path]:
     return sorted(p for p in seen if p.stat().st_size > 0)
 
 
-def rewrite(pipeline: str) -> None:
+def generated(pipeline: str) -> str:
+    """The text of `pipeline` with every stage's code deps written from its imports."""
     file = REPO / pipeline
     folder = file.parent
     spec = yaml.safe_load(file.read_text())["stages"]
@@ -79,9 +81,14 @@ def rewrite(pipeline: str) -> None:
         files = [f for f in files if not any(f.startswith(d + "/") for d in dirs)] + dirs
         files = sorted(files, key=lambda f: (not f.startswith("stages/"), f))
         out += [f"{match.group(1)}- {Path('..') / f if folder != REPO else f}" for f in files]
-    file.write_text("\n".join(out) + "\n")
+    return "\n".join(out) + "\n"
 
 
 if __name__ == "__main__":
-    for p in PIPELINES:
-        rewrite(p)
+    check = sys.argv[1:] == ["--check"]  # compare only: exit 1 if a dvc.yaml would change
+    stale = [p for p in PIPELINES if generated(p) != (REPO / p).read_text()]
+    for p in [] if check else stale:
+        (REPO / p).write_text(generated(p))
+    for p in stale:
+        print(f"{p}: code deps {'differ from the imports' if check else 'rewritten'}", file=sys.stderr)
+    sys.exit(1 if check and stale else 0)

@@ -124,3 +124,13 @@ def test_an_undeclared_import_is_caught(tmp_path):
     broken = tmp_path / "preprocess.py"
     broken.write_text("from sslflow.image import pictures\n" + script_of(wdir, stage).read_text())
     assert "src/sslflow/image/pictures.py" in code_of(broken) - declared_code(wdir, stage)
+
+
+def test_the_committed_deps_are_what_write_deps_generates():
+    """scripts/write_deps.py writes the code deps from the imports; the committed dvc.yaml files are its output."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "scripts/write_deps.py", "--check"], cwd=REPO, capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr

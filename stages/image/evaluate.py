@@ -63,7 +63,7 @@ def main() -> None:
     if people:  # a test set people labeled in a few rounds is small: its scores are rough
         print(f"evaluate: the test split holds {len(test_y)} items, {people} of them labeled in fetch.labels")
     print(
-        "evaluate: macro-F1 " + ", ".join(f"{n}={metrics[n]['macro_f1']:.3f}" for n in probas)
+        f"evaluate ({labeled} labels): macro-F1 " + ", ".join(f"{n}={metrics[n]['macro_f1']:.3f}" for n in probas)
         + "; lift of " + ", ".join(f"{k} {v:+.3f}" for k, v in lift.items())
         + f"; {registered}"
     )

@@ -37,6 +37,7 @@ def main() -> None:
         probas[name] = task.predict(load_fitted(layout.finetuned, name), tokenizer, test, encoding, runtime)
     probas["classical"] = task.predict_classical(baselines.load(layout.finetuned / "classical.npz"), test)
 
+    labeled = read_json(layout.finetuned / "budget.json")["count"]
     test_hash = data_hash(layout.prepared)
     score = "macro_f1" if task.name == "text-classification" else "entity_f1"
     with stage_run(
@@ -53,14 +54,14 @@ def main() -> None:
             tracker=tracker, metrics=metrics, probas=probas, score=score, reports=layout.reports,
             chance=chance_macro_f1(len(classes)) if score == "macro_f1" else 0.0,  # NER: no entity found scores 0
             model_name=reg.model_name(task.name), test_hash=test_hash,
-            labeled=read_json(layout.finetuned / "budget.json")["count"],
+            labeled=labeled,
             log_model=lambda: log_text_classifier(layout.finetuned, "ssl", task.name, task.raw_inputs(test[:2])),
         )
     people = labeled_info["from_file"]["test"]
     if people:  # a test set people labeled in a few rounds is small: its scores are rough
         print(f"evaluate: the test split holds {len(test)} texts, {people} of them labeled in text.fetch.labels")
     print(
-        f"evaluate: {score} "
+        f"evaluate ({labeled} labels): {score} "
         + ", ".join(f"{n}={metrics[n][score]:.3f}" for n in probas)
         + "; lift of " + ", ".join(f"{k} {v:+.3f}" for k, v in metrics["lift"].items())
         + f"; {registered}"

@@ -72,6 +72,19 @@ def run_stage(project: Path, stage: str, modality: str = "image", check: bool = 
     return proc
 
 
+def sh(project: Path, *args, check: bool = True) -> subprocess.CompletedProcess:
+    """A command (git, dvc, ...) in `project` with its tracking store; fails the test on a non-zero exit."""
+    proc = subprocess.run(args, cwd=project, env=env_for(project), capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    return proc
+
+
+def ran(output: str) -> list[str]:
+    """The stages `dvc repro` printed it ran, in order."""
+    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")]
+
+
 @pytest.fixture(scope="session")
 def tiny_pipeline(tmp_path_factory) -> Path:
     """All five image stages run once on the tiny profile; tests must not modify the result."""

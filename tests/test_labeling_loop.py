@@ -3,23 +3,11 @@ the label stage merges, finetune trains on exactly those labels; new labels neve
 
 import csv
 import json
-import subprocess
 
 import numpy as np
 import pytest
-from conftest import env_for, make_project, run_stage
+from conftest import make_project, ran, run_stage, sh
 from PIL import Image
-
-
-def _sh(project, *args, check=True):
-    proc = subprocess.run(args, cwd=project, env=env_for(project), capture_output=True, text=True, timeout=900)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-    return proc
-
-
-def _ran(output: str) -> list[str]:
-    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")]
 
 
 def _oracle(project, to_label, name: str) -> list[str]:
@@ -44,14 +32,14 @@ LOOP = {"finetune": {"labels_per_class": None, "method": "supervised"}, "select"
 @pytest.mark.slow
 def test_dvc_loop_with_an_oracle_never_reruns_pretraining(tmp_path):
     project = make_project(tmp_path / "project", LOOP, dvc=True)
-    _sh(project, "git", "init", "-q")
-    _sh(project, "dvc", "init", "-q")
-    first = _ran(_sh(project, "dvc", "repro", "select").stdout)  # before any label: typical needs none
+    sh(project, "git", "init", "-q")
+    sh(project, "dvc", "init", "-q")
+    first = ran(sh(project, "dvc", "repro", "select").stdout)  # before any label: typical needs none
     assert "pretrain" in first and "finetune" not in first
     round1 = _oracle(project, project / "reports" / "to_label.csv", "round1.csv")
     assert len(round1) == 20
 
-    rerun = _ran(_sh(project, "dvc", "repro").stdout)
+    rerun = ran(sh(project, "dvc", "repro").stdout)
     assert {"label", "finetune", "evaluate", "select"} <= set(rerun)
     assert not {"fetch", "preprocess", "pretrain"} & set(rerun)
     budget = json.loads((project / "models" / "finetuned" / "budget.json").read_text())
@@ -60,7 +48,7 @@ def test_dvc_loop_with_an_oracle_never_reruns_pretraining(tmp_path):
 
     round2 = _oracle(project, project / "reports" / "to_label.csv", "round2.csv")
     assert not set(round2) & set(round1)  # never proposes what is labeled
-    rerun = _ran(_sh(project, "dvc", "repro").stdout)
+    rerun = ran(sh(project, "dvc", "repro").stdout)
     assert "pretrain" not in rerun and "finetune" in rerun
     assert json.loads((project / "models" / "finetuned" / "budget.json").read_text())["count"] == 40
 

@@ -1,60 +1,50 @@
 """The whole pipeline through `dvc repro` on the tiny profile, in a temporary git + DVC copy of the repo."""
 
 import json
-import subprocess
 
 import pytest
 import yaml
-from conftest import env_for, make_project
+from conftest import env_for, make_project, ran, sh
 
 pytestmark = pytest.mark.slow
 
 
-def _sh(project, *args, check=True):
-    proc = subprocess.run(args, cwd=project, env=env_for(project), capture_output=True, text=True, timeout=900)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-    return proc
-
-
-def _ran(output: str) -> list[str]:
-    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")]
 
 
 def test_dvc_repro_end_to_end(tmp_path):
     project = make_project(tmp_path / "project", dvc=True)
-    _sh(project, "git", "init", "-q")
-    _sh(project, "dvc", "init", "-q")
-    first = _sh(project, "dvc", "repro")
-    ran = _ran(first.stdout)
-    assert set(ran) == {
+    sh(project, "git", "init", "-q")
+    sh(project, "dvc", "init", "-q")
+    first = sh(project, "dvc", "repro")
+    order = ran(first.stdout)
+    assert set(order) == {
         "check", "fetch", "preprocess", "label", "pretrain", "finetune", "evaluate", "promote", "select"
     }
-    assert ran[:3] == ["check", "fetch", "preprocess"] and ran.index("label") < ran.index("finetune")
-    assert ran.index("pretrain") < ran.index("finetune") < ran.index("evaluate") < ran.index("promote")
-    assert _ran(_sh(project, "dvc", "repro").stdout) == []
+    assert order[:3] == ["check", "fetch", "preprocess"] and order.index("label") < order.index("finetune")
+    assert order.index("pretrain") < order.index("finetune") < order.index("evaluate") < order.index("promote")
+    assert ran(sh(project, "dvc", "repro").stdout) == []
 
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["base"].update(experiment="renamed", num_workers=2)  # operational: where runs go, how data loads
     params["pretrain"]["train"]["checkpoint_every"] = 7
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     # only the params check sees it (it reads the whole file); no stage that trains or writes results does
-    assert set(json.loads(_sh(project, "dvc", "status", "--json", "dvc.yaml").stdout)) <= {"check"}
-    assert _ran(_sh(project, "dvc", "repro").stdout) == ["check"]
+    assert set(json.loads(sh(project, "dvc", "status", "--json", "dvc.yaml").stdout)) <= {"check"}
+    assert ran(sh(project, "dvc", "repro").stdout) == ["check"]
 
     params["finetune"]["labels_per_class"] = 2
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    rerun = _ran(_sh(project, "dvc", "repro").stdout)
+    rerun = ran(sh(project, "dvc", "repro").stdout)
     assert rerun[:3] == ["check", "finetune", "evaluate"] and set(rerun) <= {"check", "finetune", "evaluate", "promote"}
 
-    shown = json.loads(_sh(project, "dvc", "metrics", "show", "--json").stdout)
+    shown = json.loads(sh(project, "dvc", "metrics", "show", "--json").stdout)
     files = next(iter(shown.values()))["data"]
     assert {"reports/metrics/ssl.json", "reports/metrics/scratch.json", "reports/metrics/classical.json",
             "reports/metrics/lift.json"} <= set(files)
     assert {"macro_f1", "accuracy", "min_class_recall"} <= set(files["reports/metrics/ssl.json"]["data"])
-    table = _sh(project, "dvc", "metrics", "show").stdout.splitlines()  # a row per model, a few columns
+    table = sh(project, "dvc", "metrics", "show").stdout.splitlines()  # a row per model, a few columns
     assert len(table[0].split()) <= 8 and max(map(len, table)) <= 160, table[0]
-    plots = _sh(project, "dvc", "plots", "show", "--json").stdout
+    plots = sh(project, "dvc", "plots", "show", "--json").stdout
     assert "confusion" in plots and "precision_recall" in plots
 
 
@@ -85,9 +75,9 @@ def test_dvc_repro_with_bad_input_keeps_every_output(tmp_path):
     """DVC removes a stage's outputs before it runs it: a bad value must stop dvc repro before that (the check
     stage), or the stage must keep them (persist outputs, replaced only once the data checks pass)."""
     project = make_project(tmp_path / "project", dvc=True)
-    _sh(project, "git", "init", "-q")
-    _sh(project, "dvc", "init", "-q")
-    _sh(project, "dvc", "repro")
+    sh(project, "git", "init", "-q")
+    sh(project, "dvc", "init", "-q")
+    sh(project, "dvc", "repro")
     good_params = (project / "params.yaml").read_text()
     before = _outputs(project)
     assert "models/finetuned/models.json" in before and "reports/metrics/ssl.json" in before
@@ -96,22 +86,22 @@ def test_dvc_repro_with_bad_input_keeps_every_output(tmp_path):
         params = yaml.safe_load(good_params)
         spoil(params)
         (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        failed = _sh(project, "dvc", "repro", check=False)
+        failed = sh(project, "dvc", "repro", check=False)
         errors = [line for line in failed.stderr.splitlines() if line.startswith("error:")]
         assert failed.returncode != 0, what
         assert errors and named in errors[0], f"{what}: {failed.stderr[-1500:]}"
         assert _outputs(project) == before, f"{what}: an output changed or went missing"
     (project / "params.yaml").write_text(good_params[:40] + "\n  : [unclosed\n" + good_params[40:])
-    failed = _sh(project, "dvc", "repro", check=False)  # DVC reads params.yaml first, and says so itself
+    failed = sh(project, "dvc", "repro", check=False)  # DVC reads params.yaml first, and says so itself
     assert failed.returncode != 0 and "params.yaml" in failed.stderr and "Traceback" not in failed.stderr
     assert _outputs(project) == before
-    by_hand = _sh(project, "python", "stages/check.py", check=False)  # a stage run by hand: one line, exit 2
+    by_hand = sh(project, "python", "stages/check.py", check=False)  # a stage run by hand: one line, exit 2
     assert by_hand.returncode == 2 and by_hand.stderr.startswith("error: ")
     assert "YAML syntax error at line 5" in by_hand.stderr
     assert len(by_hand.stderr.strip().splitlines()) == 1
 
     (project / "params.yaml").write_text(good_params)
-    assert set(_ran(_sh(project, "dvc", "repro").stdout)) <= {"check"}  # nothing else was touched
+    assert set(ran(sh(project, "dvc", "repro").stdout)) <= {"check"}  # nothing else was touched
     assert _outputs(project) == before
 
 
@@ -122,14 +112,14 @@ def test_queued_experiments_in_parallel_rerun_no_pretraining_and_each_get_one_de
 
     project = make_project(tmp_path / "project", dvc=True)
     (project / ".gitignore").write_text("mlflow.db\nmlartifacts/\n__pycache__/\n")
-    _sh(project, "git", "init", "-q")
-    _sh(project, "dvc", "init", "-q")
-    _sh(project, "dvc", "repro")
-    _sh(project, "git", "add", "-A")
-    _sh(project, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline")
+    sh(project, "git", "init", "-q")
+    sh(project, "dvc", "init", "-q")
+    sh(project, "dvc", "repro")
+    sh(project, "git", "add", "-A")
+    sh(project, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline")
     for seed in (1, 2):
-        _sh(project, "dvc", "exp", "run", "--queue", "-S", f"finetune.label_seed={seed}", "-n", f"draw{seed}")
-    _sh(project, "dvc", "exp", "run", "--run-all", "-j", "2")
+        sh(project, "dvc", "exp", "run", "--queue", "-S", f"finetune.label_seed={seed}", "-n", f"draw{seed}")
+    sh(project, "dvc", "exp", "run", "--run-all", "-j", "2")
 
     client = MlflowClient(env_for(project)["MLFLOW_TRACKING_URI"])
     params = yaml.safe_load((project / "params.yaml").read_text())

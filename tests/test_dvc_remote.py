@@ -6,8 +6,8 @@ import json
 import shutil
 
 import yaml
-from conftest import REPO, make_project
-from test_pipeline import _outputs, _ran, _sh
+from conftest import REPO, make_project, ran, sh
+from test_pipeline import _outputs
 
 
 def _hashes(project) -> dict[str, str]:
@@ -18,33 +18,33 @@ def test_push_then_pull_into_a_second_clone_is_up_to_date_and_reruns_nothing(tmp
     project = make_project(tmp_path / "project", dvc=True)
     # the repo's own: git leaves the per-run records (run ids, timings, checkpoints) to DVC, as in a real clone
     shutil.copy(REPO / ".gitignore", project / ".gitignore")
-    _sh(project, "git", "init", "-q")
-    _sh(project, "dvc", "init", "-q")
-    _sh(project, "dvc", "repro")
-    _sh(project, "dvc", "remote", "add", "-d", "team", str(tmp_path / "team-remote"))
-    _sh(project, "git", "add", "-A")
-    _sh(project, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "a run")
-    _sh(project, "dvc", "push")
-    assert "in sync" in _sh(project, "dvc", "status", "--cloud", "dvc.yaml").stdout
+    sh(project, "git", "init", "-q")
+    sh(project, "dvc", "init", "-q")
+    sh(project, "dvc", "repro")
+    sh(project, "dvc", "remote", "add", "-d", "team", str(tmp_path / "team-remote"))
+    sh(project, "git", "add", "-A")
+    sh(project, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "a run")
+    sh(project, "dvc", "push")
+    assert "in sync" in sh(project, "dvc", "status", "--cloud", "dvc.yaml").stdout
 
     clone = tmp_path / "clone"
-    _sh(tmp_path, "git", "clone", "-q", str(project), str(clone))
+    sh(tmp_path, "git", "clone", "-q", str(project), str(clone))
     assert not (clone / "models" / "encoder").exists() and not (clone / "data" / "raw").exists()
     # dvc.yaml: the image track, the one that ran (a plain `dvc pull` also wants the text track's outputs)
-    _sh(clone, "dvc", "pull", "dvc.yaml")
+    sh(clone, "dvc", "pull", "dvc.yaml")
 
     pulled = _hashes(clone)
     assert pulled == _hashes(project)
     for out in ("data/raw/", "data/prepared/", "models/encoder/", "models/finetuned/", "reports/lineage/"):
         assert any(path.startswith(out) for path in pulled), out
     assert "models/encoder/encoder.safetensors" in pulled and "models/finetuned/models.json" in pulled
-    assert json.loads(_sh(clone, "dvc", "status", "--json", "dvc.yaml").stdout) == {}
-    assert _sh(clone, "git", "status", "--porcelain").stdout == ""
+    assert json.loads(sh(clone, "dvc", "status", "--json", "dvc.yaml").stdout) == {}
+    assert sh(clone, "git", "status", "--porcelain").stdout == ""
 
-    repro = _sh(clone, "dvc", "repro").stdout
-    assert _ran(repro) == []
+    repro = sh(clone, "dvc", "repro").stdout
+    assert ran(repro) == []
     for stage in yaml.safe_load((clone / "dvc.yaml").read_text())["stages"]:
         assert f"Stage '{stage}' didn't change, skipping" in repro
     assert _hashes(clone) == pulled
-    assert _sh(clone, "git", "status", "--porcelain").stdout == ""  # dvc.lock as committed
+    assert sh(clone, "git", "status", "--porcelain").stdout == ""  # dvc.lock as committed
     assert not (clone / "mlflow.db").exists()  # no stage opened an MLflow run

@@ -1,6 +1,6 @@
 """The text track's labeling loop on tiny documents: item ids through prepared, the unlabeled corpus in the FixMatch
 pool, the label stage merging an id,label CSV and a Label Studio export, select proposing candidates only, the
-fine-tuning budget from people's labels; and NER, where labels back in are refused with one error line."""
+fine-tuning budget from people's labels; and NER, whose entity spans come back from a Label Studio export."""
 
 import csv
 import json
@@ -256,49 +256,137 @@ def test_select_proposes_candidates_only_and_writes_what_people_label_with(proje
         "candidates": len(ids) - len((people | held) & set(ids))}
 
 
+NER_EXTRA = {  # unlabeled texts -> their entities (words, type): names and places tiny_conll never uses
+    "Lena Berg flew from Rome to Lima .": [("Lena Berg", "PER"), ("Rome", "LOC"), ("Lima", "LOC")],
+    "Omar stayed in Quito .": [("Omar", "PER"), ("Quito", "LOC")],
+    "Nobody came .": [],
+    "Ines Vidal drove to Tunis .": [("Ines Vidal", "PER"), ("Tunis", "LOC")],
+}
+
+
 @pytest.fixture(scope="module")
 def ner(tmp_path_factory, empty_store):
     project = tmp_path_factory.mktemp("ner-labeling")
     tiny_conll(project / "ner.conll")
-    write_params(project, task="token-classification", fetch={"source": "conll", "path": "ner.conll"},
-                 finetune={"labels_per_class": 5}, select={"strategy": "badge", "budget": 5})
+    (project / "extra.txt").write_text("\n".join(NER_EXTRA) + "\n")
+    fetch = {"source": "conll", "path": "ner.conll", "unlabeled": [{"source": "text", "path": "extra.txt"}]}
+    write_params(project, task="token-classification", fetch=fetch, finetune={"labels_per_class": 5},
+                 select={"strategy": "badge", "budget": 5})
     shutil.copy(empty_store, project / "mlflow.db")
     with pytest.MonkeyPatch.context() as mp:
         assert [stage(s, project, mp) for s in ("fetch", "preprocess", "label", "pretrain")] == [0, 0, 0, 0]
     return project
 
 
-def test_ner_passes_its_splits_through_and_refuses_a_labels_file_with_one_line(ner, tmp_path, monkeypatch, capsys):
-    for split in ("train", "val", "test"):
+def span_task(item: str, text: str, entities: list[tuple[str, str]], *, annotated: bool = True) -> dict:
+    """A Label Studio export task as the UI writes it: each entity's character span in `text`."""
+    result = []
+    for words, kind in entities:
+        start = text.index(words)
+        result.append({"from_name": "label", "to_name": "text", "type": "labels",
+                       "value": {"start": start, "end": start + len(words), "text": words, "labels": [kind]}})
+    annotations = [{"id": 1, "result": result, "was_cancelled": False}] if annotated else []
+    return {"id": len(item), "data": {"text": text, "sslflow_id": item}, "annotations": annotations}
+
+
+def entities_of(record: dict) -> list[tuple[str, str]]:
+    """A prepared sentence's entities as (words, type), from its IOB2 tags."""
+    from sslflow.text.tags import spans
+
+    return [(" ".join(record["tokens"][a:b]), kind) for kind, a, b in spans(record["tags"])]
+
+
+def test_ner_labels_come_back_from_a_label_studio_span_export(ner, tmp_path, monkeypatch, capsys):
+    for split in ("train", "val", "test"):  # no label file yet: the prepared splits as they are
         assert (ner / f"data/labeled/{split}.jsonl").read_bytes() == (ner / f"data/prepared/{split}.jsonl").read_bytes()
     project = tmp_path / "p"
     shutil.copytree(ner, project)
+    unlabeled = read_jsonl(project / "data/prepared/unlabeled.jsonl")
+    assert [r["text"] for r in unlabeled] == list(NER_EXTRA)
+    train = read_jsonl(project / "data/prepared/train.jsonl")
+    tasks = [span_task(r["id"], r["text"], NER_EXTRA[r["text"]]) for r in unlabeled]
+    tasks += [span_task(r["id"], " ".join(r["tokens"]), entities_of(r)) for r in train[:3]]  # their own tags again
+    tasks.append(span_task(train[3]["id"], " ".join(train[3]["tokens"]), [], annotated=False))  # not labeled yet
     (project / "labels").mkdir()
-    (project / "labels" / "tags.csv").write_text("id,label\ntexts#0,B-PER\n")
+    (project / "labels" / "export.json").write_text(json.dumps(tasks))
+    write_params(project, task="token-classification", fetch={"source": "conll", "path": "ner.conll", "unlabeled": [
+        {"source": "text", "path": "extra.txt"}]}, finetune={"labels_per_class": None})
+    assert stage("label", project, monkeypatch) == 0
+
+    splits = {name: read_jsonl(project / f"data/labeled/{name}.jsonl") for name in ("train", "val", "test")}
+    items = json.loads((project / "data/labeled/items.json").read_text())
+    where = assign_splits([r["id"] for r in unlabeled], test_fraction=0.2, val_fraction=0.2, seed=0)
+    for record, code in zip(unlabeled, where, strict=True):
+        name = ("train", "val", "test")[code]
+        (added,) = [r for r in splits[name] if r["id"] == record["id"]]
+        assert added["tokens"] == record["text"].split()
+        assert entities_of(added) == NER_EXTRA[record["text"]]
+        assert items[name]["from_file"][items[name]["ids"].index(record["id"])]
+    flags = dict(zip(items["train"]["ids"], items["train"]["from_file"], strict=True))
+    assert [flags[r["id"]] for r in train[:4]] == [True, True, True, False]
+    info = json.loads((project / "data/labeled/labeled.json").read_text())
+    assert info["unlabeled"] == 0 and sum(info["from_file"].values()) == len(unlabeled) + 3
+
+    # the budget is the training sentences people tagged: 3, plus those of the unlabeled texts that hashed to train
+    capsys.readouterr()
+    assert stage("finetune", project, monkeypatch) == 0
+    people = 3 + int((where == 0).sum())
+    assert f"finetune: {people} labels" in capsys.readouterr().out
+    assert json.loads((project / "models/finetuned/budget.json").read_text())["count"] == people
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("csv", "a CSV cannot hold a sentence's tags"),
+    ("unknown type", "unknown entity type 'ORG'"),
+    ("edited text", "is not the text of"),
+    ("two spans on a word", "is in two spans"),
+    ("other tags", "but its tags are already"),
+    ("unknown id", "unknown id 'unlabeled#99'"),
+])
+def test_ner_bad_span_exports_are_one_error_line_that_keeps_the_splits(ner, tmp_path, monkeypatch, capsys, case,
+                                                                       expected):
+    project = tmp_path / "p"
+    shutil.copytree(ner, project)
+    text, item = "Omar stayed in Quito .", "unlabeled#1"
+    train = read_jsonl(project / "data/prepared/train.jsonl")[0]
+    sentence = " ".join(train["tokens"])
+    task = {
+        "unknown type": span_task(item, text, [("Omar", "ORG")]),
+        "edited text": span_task(item, text + " Later.", [("Omar", "PER")]),
+        "two spans on a word": span_task(item, text, [("Omar", "PER"), ("Omar stayed", "LOC")]),
+        "other tags": span_task(train["id"], sentence, []),  # a known sentence with entities, tagged all O
+        "unknown id": span_task("unlabeled#99", text, []),
+    }.get(case)
+    (project / "labels").mkdir()
+    if case == "csv":
+        (project / "labels" / "tags.csv").write_text("id,label\nunlabeled#1,B-PER\n")
+    else:
+        (project / "labels" / "export.json").write_text(json.dumps([task]))
     before = file_hashes(project / "data")
     capsys.readouterr()
     assert stage("label", project, monkeypatch) == 2
     errors = capsys.readouterr().err.strip().splitlines()
-    assert len(errors) == 1 and "text-classification only" in errors[0] and "tags.csv" in errors[0], errors
+    assert len(errors) == 1 and expected in errors[0] and "labels/" in errors[0], errors
     assert file_hashes(project / "data") == before
 
 
-def test_ner_select_proposes_training_sentences_by_typicality(ner, tmp_path, monkeypatch, capsys):
+def test_ner_select_proposes_pool_sentences_by_typicality(ner, tmp_path, monkeypatch, capsys):
     project = tmp_path / "p"
     shutil.copytree(ner, project)
     capsys.readouterr()
     assert stage("propose", project, monkeypatch) == 0
-    assert "select: badge needs labels, not read back for NER; using typical" in capsys.readouterr().out
+    assert "select: badge needs a class per text (NER has none); using typical" in capsys.readouterr().out
     proposed = read_proposed(project)
-    train = {r["id"]: " ".join(r["tokens"]) for r in read_jsonl(project / "data/prepared/train.jsonl")}
-    assert len(proposed) == 5 and all(train[r["id"]] == r["path"] for r in proposed)
+    pool = {r["id"]: " ".join(r["tokens"]) for r in read_jsonl(project / "data/prepared/train.jsonl")}
+    pool |= {r["id"]: r["text"] for r in read_jsonl(project / "data/prepared/unlabeled.jsonl")}
+    assert len(proposed) == 5 and all(pool[r["id"]] == r["path"] for r in proposed)
     assert "<Labels" in (project / "reports/label_config.xml").read_text()
 
 
-def test_the_budget_config_takes_both_null_for_documents_only():
+def test_the_budget_config_takes_both_null_for_either_task():
     assert TextFinetune(labels_per_class=None).label_fraction is None  # people's labels
     with pytest.raises(ValueError, match="at most one"):
         TextFinetune(labels_per_class=5, label_fraction=0.1)
-    with pytest.raises(ValueError, match="text-classification only"):
-        Text.model_validate({"task": "token-classification", "finetune": {"labels_per_class": None}})
+    ner = Text.model_validate({"task": "token-classification", "finetune": {"labels_per_class": None}})
+    assert ner.finetune.labels_per_class is None  # NER: the sentences people tagged (text.spans)
     assert Text().select == Select() and Text().fetch.labels == "labels"

@@ -1,25 +1,29 @@
 """The label files a track's `labels` param names (image `fetch.labels`, text `text.fetch.labels`): a file, or a
-folder whose .csv and .json files are read in name order (sslflow.labels.read_label_file), with their hashes."""
+folder whose .csv and .json files are read in name order (by sslflow.labels.read_label_file, or NER's
+sslflow.text.spans.read_span_file), with their hashes."""
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from sslflow.errors import SslflowError
-from sslflow.labels import LabelRow, read_label_file
+from sslflow.labels import read_label_file
 
 LABEL_SUFFIXES = {".csv", ".json"}
 
 
 @dataclass(frozen=True)
 class LabelFiles:
-    rows: list[LabelRow]
+    rows: list  # LabelRow, or NER's SpanRow
     files: list[dict]  # [{"path", "sha256", "rows"}]
 
 
-def read_label_files(value: str | None, labels_dir: Path, *, key: str) -> LabelFiles:
-    """The rows of `value` (params key `key`), relative to the folder above `labels_dir`. It must lie inside
-    `labels_dir`, the folder the label stage depends on, so DVC sees every change to it."""
+def read_label_files(
+    value: str | None, labels_dir: Path, *, key: str, reader: Callable[[Path], list] = read_label_file
+) -> LabelFiles:
+    """The rows `reader` finds in `value` (params key `key`), relative to the folder above `labels_dir`. It must lie
+    inside `labels_dir`, the folder the label stage depends on, so DVC sees every change to it."""
     if value is None:
         return LabelFiles([], [])
     root = labels_dir.resolve()
@@ -40,7 +44,7 @@ def read_label_files(value: str | None, labels_dir: Path, *, key: str) -> LabelF
     )
     rows, read = [], []
     for f in files:
-        found = read_label_file(f)
+        found = reader(f)
         rows += found
         read.append({"path": str(f.relative_to(root.parent)), "sha256": hashlib.sha256(f.read_bytes()).hexdigest(),
                      "rows": len(found)})

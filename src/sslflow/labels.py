@@ -27,18 +27,28 @@ class LabelRow:
 def read_label_file(path: Path) -> list[LabelRow]:
     """The labeled rows of a CSV (header with `label` and `id` or `path`; id wins when both are there) or of a
     Label Studio JSON export (.json). Unlabeled rows and tasks are skipped: nobody has labeled them yet."""
+    text = read_utf8(path)
+    if Path(path).suffix.lower() == ".json":
+        rows = []
+        for task, item, where in label_studio_tasks(text, path):
+            label = _last_choice(task.get("annotations") or [], where)
+            if label is not None:
+                rows.append(LabelRow(item, "id", label, where))
+        return rows
+    return _read_csv(text, path)
+
+
+def read_utf8(path: Path) -> str:
+    """A label file's text; one error line naming the file when it is missing or not UTF-8."""
     path = Path(path)
     if not path.is_file():
         raise SslflowError(f"label file not found: {path}")
     data = path.read_bytes()
     try:
-        text = data.decode("utf-8-sig")  # -sig: spreadsheets often start a CSV with a byte-order mark
+        return data.decode("utf-8-sig")  # -sig: spreadsheets often start a CSV with a byte-order mark
     except UnicodeDecodeError as err:
         line = data[: err.start].count(b"\n") + 1
         raise SslflowError(f"{path}: not UTF-8 at line {line}; re-encode the file as UTF-8") from None
-    if path.suffix.lower() == ".json":
-        return _read_label_studio(text, path)
-    return _read_csv(text, path)
 
 
 def _read_csv(text: str, path: Path) -> list[LabelRow]:
@@ -72,15 +82,16 @@ def _read_csv(text: str, path: Path) -> list[LabelRow]:
     return rows
 
 
-def _read_label_studio(text: str, path: Path) -> list[LabelRow]:
-    """Label Studio's JSON export: [{"id", "data": {"sslflow_id", ...}, "annotations": [{"result", ...}]}]."""
+def label_studio_tasks(text: str, path: Path) -> list[tuple[dict, str, str]]:
+    """Label Studio's JSON export, [{"id", "data": {"sslflow_id", ...}, "annotations": [...]}], as (task, item id,
+    how errors name the task) per task."""
     try:
         tasks = json.loads(text)
     except ValueError as err:
         raise SslflowError(f"{path}: not valid JSON ({err})") from None
     if not isinstance(tasks, list):
         raise SslflowError(f"{path}: expected a list of tasks (Label Studio's JSON export)")
-    rows = []
+    found = []
     for number, task in enumerate(tasks, 1):
         task = task if isinstance(task, dict) else {}
         where = f"{path} task {task.get('id', f'#{number}')}"
@@ -91,10 +102,8 @@ def _read_label_studio(text: str, path: Path) -> list[LabelRow]:
                 f"{where}: no data.sslflow_id; import the tasks with the sslflow_id column select writes "
                 "and export them as JSON (not JSON-MIN)"
             )
-        label = _last_choice(task.get("annotations") or [], where)
-        if label is not None:
-            rows.append(LabelRow(item, "id", label, where))
-    return rows
+        found.append((task, item, where))
+    return found
 
 
 def _last_choice(annotations: list, where: str) -> str | None:

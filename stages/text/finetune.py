@@ -54,7 +54,7 @@ def main() -> None:
         pool = unlabeled_pool(tokenizer, texts, encoding, f"(train.jsonl and unlabeled.jsonl in {layout.prepared})")
     if cfg.labels_per_class is None and cfg.label_fraction is None:
         from_file = read_json(layout.labeled / "items.json")["train"]["from_file"]
-        budget = people_budget(from_file, task.budget_labels(train_set), classes)
+        budget = people_budget(from_file, task.budget_labels(train_set), task.budget_classes(classes))
     else:
         budget = draw_budget(
             task.budget_labels(train_set), labels_per_class=cfg.labels_per_class, label_fraction=cfg.label_fraction,

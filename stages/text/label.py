@@ -1,5 +1,5 @@
 """label: the text track's labeled splits in data/labeled, the source's labels merged with the files of
-`text.fetch.labels` (text-classification; NER passes the prepared splits through and refuses labels files).
+`text.fetch.labels`: classes of documents (CSV or Label Studio choices), or NER's entity spans (Label Studio).
 
 Only this stage reads people's labels, and pretraining does not depend on it: new labels rerun label, finetune,
 evaluate, promote and select, never fetch, preprocess or pretrain.
@@ -8,9 +8,11 @@ evaluate, promote and select, never fetch, preprocess or pretrain.
 from sslflow.cli import run
 from sslflow.config import Base, load
 from sslflow.labelfiles import read_label_files
+from sslflow.labels import read_label_file
 from sslflow.paths import Layout
 from sslflow.text.config import Text
 from sslflow.text.labeled import KEY, build_labeled
+from sslflow.text.spans import read_span_file
 from sslflow.tracking import record_data_stage
 
 
@@ -19,7 +21,8 @@ def main() -> None:
     text = load(layout.params, "text", Text)
     base = load(layout.params, "base", Base)  # validated before anything is written
     split = text.preprocess
-    found = read_label_files(text.fetch.labels, layout.labels, key=KEY)
+    reader = read_label_file if text.task == "text-classification" else read_span_file
+    found = read_label_files(text.fetch.labels, layout.labels, key=KEY, reader=reader)
     info = build_labeled(
         layout.prepared, layout.labeled, found, task=text.task, test_fraction=split.test_fraction,
         val_fraction=split.val_fraction, seed=split.split_seed,

@@ -5,7 +5,7 @@ texts, are never proposed. Writes reports/to_label.csv (its `path` column is the
 text/labels/, then `dvc repro text/dvc.yaml`), the same texts as a Markdown list to read, and as Label Studio tasks
 with their labeling config. It reads the pretrained encoder and the labels known, not the fine-tuned models, so it
 runs before the first label exists. margin and badge need a probe fitted on people's labels of two classes; until
-then they fall back to typical, and so they always do for NER, whose labels are not read back in yet.
+then they fall back to typical, and so they always do for NER, whose sentences have no single class to probe.
 """
 
 import hashlib
@@ -46,7 +46,7 @@ def main() -> None:
 
     # The probe learns from the training texts people labeled (all of them pool texts); val and test never go.
     row = {item: i for i, item in enumerate(ids)}
-    people = [(row[r["id"]], r["label"]) for r, f in zip(train, items["train"]["from_file"], strict=True) if f]
+    people = [(row[r["id"]], r.get("label", 0)) for r, f in zip(train, items["train"]["from_file"], strict=True) if f]
     labeled = np.array([i for i, _ in people], dtype=np.int64)
     labels = np.array([y for _, y in people], dtype=np.int64)
     held = held_out(layout.labeled)
@@ -63,7 +63,7 @@ def main() -> None:
     strategy = cfg.strategy
     if strategy in NEEDS_LABELS and probs is None:
         strategy = "typical"  # no probe without labels of two classes; typical needs no label
-        needs = "people's labels of two classes in the train split" if documents else "labels, not read back for NER"
+        needs = "people's labels of two classes in the train split" if documents else "a class per text (NER has none)"
         print(f"select: {cfg.strategy} needs {needs}; using typical")
     chosen = propose(strategy, embeddings=embeddings, candidates=candidates, labeled=labeled, probs=probs,
                      budget=cfg.budget, seed=cfg.seed)

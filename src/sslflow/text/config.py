@@ -147,13 +147,3 @@ class Text(Section):
                 "classification (NER) fine-tunes supervised only"
             )
         return self
-
-    @model_validator(mode="after")
-    def _ner_budget_is_drawn(self):
-        people = self.finetune.labels_per_class is None and self.finetune.label_fraction is None
-        if people and self.task != "text-classification":
-            raise ValueError(
-                f"'text.finetune.labels_per_class' and 'label_fraction' are null, but text.task is {self.task}: "
-                "labels from text.fetch.labels are read for text-classification only; set labels_per_class"
-            )
-        return self

@@ -3,11 +3,12 @@ merged with the labels people gave in `text.fetch.labels`; the unlabeled pool be
 
 A text with a source label keeps the split preprocess gave it. A text of the unlabeled corpus that people labeled
 gets its split from its id alone (sslflow.labels.assign_splits), so labels brought back in later rounds never move
-earlier ones. Token classification (NER) passes the prepared splits through: reading people's tags back in is not
-built, so a labels file with labeled rows is refused.
+earlier ones. Documents take a class per text (CSV or Label Studio choices); NER takes entity spans from a Label
+Studio export (sslflow.text.spans), tags over the text's words.
 
     {train,val,test}.jsonl  the prepared split's records as they are, then the people-labeled unlabeled texts
-                            the split got, {"id", "text", "label"}, in the order of unlabeled.jsonl
+                            the split got, {"id", "text", "label"} (NER: {"id", "tokens", "tags"}), in the order
+                            of unlabeled.jsonl
     items.json     per split: ids, and whether each label came from text.fetch.labels ("from_file")
     classes.json   the classes;  labeled.json  counts, the label files read and their hashes, the data hash
 """
@@ -26,6 +27,7 @@ from sslflow.labels import assign_splits, merge_labels
 from sslflow.rawdata import require_two_classes
 from sslflow.splits import SPLITS
 from sslflow.text.corpus import jsonl_bytes, plain_text, read_json, read_jsonl
+from sslflow.text.spans import to_tags
 
 KEY = "text.fetch.labels"
 
@@ -39,15 +41,7 @@ def build_labeled(
     unlabeled = read_jsonl(prepared / "unlabeled.jsonl")
     classes = read_json(prepared / "classes.json")
     if task != "text-classification":
-        if found.rows:
-            named = ", ".join(f["path"] for f in found.files if f["rows"])
-            raise SslflowError(
-                f"{KEY}: {named} label {len(found.rows)} texts, but text.task is {task}: labels back in are read "
-                f"for text-classification only (not built for NER); move the files out of the labels folder or set "
-                f"{KEY}: null"
-            )
-        parts = {name: (splits[name], [False] * len(splits[name])) for name in SPLITS}
-        return _write(out, parts, classes, found, unlabeled=len(unlabeled))
+        return _merge_sentences(splits, unlabeled, classes, found, out, test_fraction, val_fraction, seed)
     for row in found.rows:
         if row.by != "id":
             raise SslflowError(
@@ -74,6 +68,47 @@ def build_labeled(
             merged.from_file[rows].tolist(),
         )
     return _write(out, parts, merged.classes, found, unlabeled=int((merged.labels < 0).sum()))
+
+
+def _merge_sentences(
+    splits: dict[str, list[dict]], unlabeled: list[dict], tags: list[str], found: LabelFiles, out: Path,
+    test_fraction: float, val_fraction: float, seed: int,
+) -> dict:
+    """NER: people's span rows (sslflow.text.spans) as tags over the prepared sentences and the unlabeled texts.
+    A prepared sentence may only be given its own tags again; an unlabeled text people tagged joins a split."""
+    known = {r["id"]: r for name in SPLITS for r in splits[name]}
+    texts = {r["id"]: r for r in unlabeled}
+    types = {t[2:] for t in tags if t != "O"}
+    given: dict[str, tuple[list[str], list[str], str]] = {}  # id -> (words, tags, where)
+    for row in found.rows:
+        record = known.get(row.key) or texts.get(row.key)
+        if record is None:
+            raise SslflowError(
+                f"{KEY}: {row.where}: unknown id {row.key!r}; it is not among the {len(known) + len(texts)} "
+                "fetched texts"
+            )
+        if row.text != plain_text(record):
+            raise SslflowError(
+                f"{KEY}: {row.where}: the task's text is not the text of {row.key!r}; label the tasks select wrote "
+                "without editing their text"
+            )
+        words, tagged = to_tags(row, types)
+        if row.key in given and given[row.key][1] != tagged:
+            raise SslflowError(f"{KEY}: item {row.key!r} is tagged differently in {given[row.key][2]} and {row.where}")
+        if row.key in known and known[row.key]["tags"] != tagged:
+            raise SslflowError(
+                f"{KEY}: {row.where}: item {row.key!r} is tagged {tagged}, but its tags are already "
+                f"{known[row.key]['tags']}"
+            )
+        given[row.key] = (words, tagged, row.where)
+    new = [r["id"] for r in unlabeled if r["id"] in given]
+    split = assign_splits(new, test_fraction=test_fraction, val_fraction=val_fraction, seed=seed) if new else []
+    parts = {}
+    for code, name in enumerate(SPLITS):
+        added = [{"id": item, "tokens": given[item][0], "tags": given[item][1]}
+                 for item, s in zip(new, split, strict=True) if s == code]
+        parts[name] = (splits[name] + added, [r["id"] in given for r in splits[name]] + [True] * len(added))
+    return _write(out, parts, tags, found, unlabeled=len(unlabeled) - len(new))
 
 
 def _write(out: Path, parts: dict[str, tuple[list[dict], list[bool]]], classes: list[str], found: LabelFiles,
@@ -104,10 +139,11 @@ def people_budget(from_file: list[bool], labels: np.ndarray, classes: list[str])
     if len(budget) == 0:
         raise SslflowError(
             "text.finetune.labels_per_class and label_fraction are null, so the budget is the labels in "
-            f"{KEY}, and none of them is in the train split yet: label the texts in reports/to_label.csv, save the "
-            "file in text/labels/, then rerun"
+            f"{KEY}, and none of them is in the train split yet: label the texts select proposed (text/reports/"
+            "to_label.csv, or to_label_tasks.json in Label Studio), save the file in text/labels/, then rerun"
         )
-    require_two_classes(labels[budget], classes, f"the training labels of {KEY}", "label more texts")
+    if len(classes) > 1:  # documents; NER budgets sentences (one budget class)
+        require_two_classes(labels[budget], classes, f"the training labels of {KEY}", "label more texts")
     return budget
 
 
@@ -128,7 +164,7 @@ def held_out(labeled: Path) -> set[str]:
 
 def span_config(tags: list[str]) -> str:
     """Label Studio's labeling config for marking entity spans of the types in `tags` (IOB2), for NER's proposed
-    sentences. Reading such spans back in is not built: the label stage refuses labels files for NER."""
+    sentences; the label stage reads the export back (sslflow.text.spans)."""
     labels = "\n".join(f"    <Label value={quoteattr(kind)}/>" for kind in sorted({t[2:] for t in tags if t != "O"}))
     return (
         f'<View>\n  <Labels name="label" toName="text">\n{labels}\n  </Labels>\n  <Text name="text" value="$text"/>\n'

@@ -250,6 +250,7 @@ def plot(path: Path, summary: dict, strategies: list[str], budgets: list[int], t
         ax.errorbar(b, m, yerr=s, marker="o", capsize=3, label=strategy, linestyle=style)
     ax.set_xscale("log")
     ax.set_xticks(budgets, [str(b) for b in budgets])
+    ax.minorticks_off()
     ax.set_xlabel("labels (log scale)")
     ax.set_ylabel("test macro-F1")
     ax.set_title(title)

@@ -4,6 +4,7 @@ default text pipeline).
 
     python bench/active.py [--track image|text] [--budgets 10 20 50 100] [--measure 20 50] [--method supervised]
                            [--seeds 0 1 2] [--strategies ...] [--out bench/active]
+    python bench/active.py --merge bench/active.json bench/active_10_100.json --out bench/active_mnist
 
 Reads the track's pipeline outputs (the prepared and labeled data and the encoder: run `dvc repro` first) and
 params.yaml's finetune and select sections (text: text.finetune, text.select). Per strategy and seed, the labeled
@@ -175,7 +176,10 @@ def main() -> None:
     ap.add_argument("--method", choices=METHODS)
     ap.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
     ap.add_argument("--out", help="default: bench/active (image), bench/active_text (text)")
+    ap.add_argument("--merge", nargs="+", metavar="JSON", help="run nothing: one table and plot from earlier runs")
     args = ap.parse_args()
+    if args.merge:
+        return merge([Path(f) for f in args.merge], args)
     args.budgets = args.budgets or ([10, 20, 50, 100] if args.track == "image" else [5, 10, 25, 50])
     args.out = args.out or ("bench/active" if args.track == "image" else "bench/active_text")
     measure = set(args.measure or args.budgets)
@@ -199,6 +203,23 @@ def main() -> None:
         write(Path(args.out), rows, args, track)  # after each strategy: a cut-short run keeps what it measured
 
 
+def merge(files: list[Path], args) -> None:
+    """<out>.json, .md and .png of the runs in `files` together (runs of one track and method, other budgets)."""
+    found = [json.loads(f.read_text()) for f in files]
+    for m in found:  # files written before the text track existed are MNIST-5k's
+        m["meta"] = {"track": "image", "data": "MNIST-5k", **m["meta"]}
+    meta = found[0]["meta"]
+    if any((m["meta"]["track"], m["meta"]["method"]) != (meta["track"], meta["method"]) for m in found):
+        raise SystemExit("error: --merge: the files differ in track or method")
+    rows = [r for m in found for r in m["runs"]]
+    args.track, args.seeds = meta["track"], meta["seeds"]
+    args.budgets = sorted({b for m in found for b in m["meta"]["rounds"]})
+    args.measure = sorted({r["budget"] for r in rows})
+    unit = "images" if meta["track"] == "image" else "documents"
+    track = argparse.Namespace(name=meta["data"], unit=unit, cfg=argparse.Namespace(method=meta["method"]))
+    write(Path(args.out), rows, args, track)
+
+
 def write(out: Path, rows: list[dict], args, track) -> None:
     cfg = track.cfg
     summary = {}
@@ -217,9 +238,11 @@ def write(out: Path, rows: list[dict], args, track) -> None:
             "threads": torch.get_num_threads()}
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "summary": summary, "runs": rows}, indent=2) + "\n")
     budgets = sorted(set(args.measure or args.budgets))
+    how = f"python bench/active.py --merge {' '.join(args.merge)}" if args.merge else \
+        f"python bench/active.py --track {args.track}"
     lines = [
         f"{track.name}, {track.unit} chosen per round ({args.budgets}) then fine-tuned with method={cfg.method}; "
-        f"macro-F1 mean ± std over seeds {args.seeds} (`python bench/active.py --track {args.track}`). oracle = k per "
+        f"macro-F1 mean ± std over seeds {args.seeds} (`{how}`). oracle = k per "
         "class, which needs every label.", "",
         "| strategy | " + " | ".join(f"{b} {track.unit}: val" + " | test" for b in budgets) + " |",
         "|---|" + "---|---|" * len(budgets),

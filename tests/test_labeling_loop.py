@@ -63,6 +63,7 @@ def _png_folder(folder, n: int) -> None:
         Image.fromarray(np.uint8(digits.images[i] * 255 / 16)).save(sub / f"{i:04d}.png")
 
 
+@pytest.mark.slow  # every stage on a PNG folder, pretraining included: about 3 min on 2 loaded cores
 def test_a_png_folder_without_labels_goes_round_the_loop(tmp_path):
     """fetch.source none + a folder of PNGs: select proposes before any label; labels come back by path."""
     folder = tmp_path / "pngs"

@@ -97,11 +97,10 @@ class Documents:
         from sslflow.text.config import Text
         from sslflow.text.corpus import read_json, read_jsonl
         from sslflow.text.embed import embed, first_chunks
-        from sslflow.text.finetune import unlabeled_pool
-        from sslflow.text.labeled import held_out, pool_items
         from sslflow.text.models import load_encoder
         from sslflow.text.tasks import TASKS
         from sslflow.text.tokenizer import load_tokenizer
+        from sslflow.text.trainset import fixmatch_pool
 
         params, root = REPO / "params.yaml", REPO / "text"
         text = config.load(params, "text", Text)
@@ -119,10 +118,7 @@ class Documents:
         self.num_classes = len(self.classes)
         sha = hashlib.sha256((prepared / "tokenizer.json").read_bytes()).hexdigest()
         self.load = functools.partial(load_encoder, root / "models" / "encoder", sha)
-        self.pool = None
-        if self.cfg.method == "fixmatch":
-            _, texts = pool_items(prepared, without=held_out(labeled))
-            self.pool = unlabeled_pool(self.tokenizer, texts, self.encoding, str(prepared))
+        self.pool = fixmatch_pool(self.cfg, self.tokenizer, self.encoding, prepared, labeled)
         chunks = first_chunks(self.tokenizer, [e["text"] for e in self.data["train"]], self.encoding["max_length"],
                               self.encoding["stride"])
         self.embeddings = embed(self.runtime.prepare(self.load()[0]), chunks, self.runtime)  # (n_train, H)

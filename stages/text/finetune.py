@@ -21,15 +21,14 @@ from sslflow.cli import run, warn
 from sslflow.config import Base, load
 from sslflow.optim import schedule_warning
 from sslflow.paths import Layout
-from sslflow.splits import draw_budget
 from sslflow.text import baselines
 from sslflow.text.config import Text
 from sslflow.text.corpus import read_json, read_jsonl
-from sslflow.text.finetune import fit_method, fit_steps, unlabeled_pool
-from sslflow.text.labeled import held_out, people_budget, pool_items
+from sslflow.text.finetune import fit_method, fit_steps
 from sslflow.text.models import build_bert, load_encoder, save_classifier
 from sslflow.text.tasks import TASKS
 from sslflow.text.tokenizer import load_tokenizer
+from sslflow.text.trainset import fixmatch_pool, labeled_budget
 from sslflow.text.views import specials
 from sslflow.tracking import finetune_run_name
 
@@ -48,18 +47,8 @@ def main() -> None:
     classes = read_json(layout.labeled / "classes.json")
     train_set = read_jsonl(layout.labeled / "train.jsonl")
     val_set = read_jsonl(layout.labeled / "val.jsonl")
-    pool = None
-    if cfg.method == "fixmatch":  # token ids only: the pool's labels are never read
-        _, texts = pool_items(layout.prepared, without=held_out(layout.labeled))
-        pool = unlabeled_pool(tokenizer, texts, encoding, f"(train.jsonl and unlabeled.jsonl in {layout.prepared})")
-    if cfg.labels_per_class is None and cfg.label_fraction is None:
-        from_file = read_json(layout.labeled / "items.json")["train"]["from_file"]
-        budget = people_budget(from_file, task.budget_labels(train_set), task.budget_classes(classes))
-    else:
-        budget = draw_budget(
-            task.budget_labels(train_set), labels_per_class=cfg.labels_per_class, label_fraction=cfg.label_fraction,
-            seed=cfg.label_seed, classes=task.budget_classes(classes),
-        )
+    pool = fixmatch_pool(cfg, tokenizer, encoding, layout.prepared, layout.labeled)  # token ids, labels unread
+    budget = labeled_budget(cfg, task, train_set, classes, layout.labeled)
     labeled = [train_set[i] for i in budget]
     arrays = task.training_arrays(tokenizer, labeled, classes, encoding)  # (ids, labels, weights)
     per_epoch = math.ceil(len(arrays[0]) / cfg.batch_size)
